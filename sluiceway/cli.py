@@ -1,0 +1,23 @@
+"""The ``sluiceway`` command: one front door to the stack, pipelines and the control plane."""
+
+from __future__ import annotations
+
+import typer
+
+from orchestration.cli import ui
+from stack.cli import app as stack_app
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    help="Sluiceway: database changes through Kafka into warehouses, orchestrated by Dagster.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(stack_app, name="stack")
+app.command()(ui)
+
+
+def main() -> None:
+    """Entry point of the console script."""
+    app()

@@ -1,0 +1,197 @@
+"""The shape every server of the local stack shares: install, prepare, start, check, stop.
+
+A `Service` knows its binaries (and the package that provides each), the ports it listens on
+(and the setting that moves each), how to prepare its state directory, the processes to run,
+how to tell it is healthy and what to create once it is up (roles, databases, buckets).
+`Service.start` is idempotent: a healthy running service is left alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from sluiceway.errors import MissingDependency, PortInUse, ServiceUnhealthy
+from sluiceway.settings import Settings
+from stack.process import ProcessSpec, RunningProcess, read_pidfile, spawn, stop, tail
+
+__all__ = ["Service", "ServiceStatus", "port_is_free", "runtime_dir"]
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """One row of `sluiceway stack status`."""
+
+    name: str
+    address: str
+    pids: list[int]
+    healthy: bool
+    detail: str
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """True if nothing listens on ``host:port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) != 0
+
+
+def runtime_dir(settings: Settings) -> Path:
+    """A directory for Unix sockets, short enough for the 107-byte socket path limit."""
+    candidate = settings.state_dir / "run"
+    if len(str(candidate)) > 70:
+        digest = hashlib.sha1(str(settings.state_dir).encode(), usedforsecurity=False)
+        candidate = Path("/tmp") / f"sluiceway-{digest.hexdigest()[:10]}"  # noqa: S108
+    candidate.mkdir(parents=True, exist_ok=True)
+    candidate.chmod(0o1777)  # servers running as their own OS user create sockets here
+    return candidate
+
+
+class Service(ABC):
+    """A server of the local stack."""
+
+    name: ClassVar[str]
+    start_timeout: ClassVar[float] = 90.0
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.dir = settings.state_dir / self.name
+        self.pid_dir = settings.state_dir / "pids"
+        self.log_dir = settings.state_dir / "logs"
+
+    # --- what it needs -------------------------------------------------------------------
+    def missing(self) -> list[str]:
+        """What is not installed, each as a sentence naming the package that provides it."""
+        return []
+
+    def apt_packages(self) -> list[str]:
+        """Debian packages that provide the binaries missing now (none when all are there)."""
+        return []
+
+    def install(self) -> None:  # noqa: B027 - most services need nothing beyond apt and pip
+        """Fetch what apt cannot (jars, virtualenvs); idempotent."""
+
+    # --- how it runs ---------------------------------------------------------------------
+    @abstractmethod
+    def ports(self) -> list[tuple[str, int]]:
+        """(setting, port) of every port the service listens on."""
+
+    @abstractmethod
+    def address(self) -> str:
+        """Where clients reach it, for status output."""
+
+    def prepare(self) -> None:  # noqa: B027 - a service may need no preparation
+        """Create or update its state directory before the processes start; idempotent."""
+
+    @abstractmethod
+    def processes(self) -> list[ProcessSpec]:
+        """The processes to run."""
+
+    @abstractmethod
+    def check(self) -> str:
+        """Return a short health detail if healthy; raise any exception if not."""
+
+    def bootstrap(self) -> None:  # noqa: B027 - a service may need nothing created
+        """Create users, databases and buckets once the service answers; idempotent."""
+
+    # --- the lifecycle, shared -----------------------------------------------------------
+    def running(self) -> list[RunningProcess]:
+        """The processes of this service that run now, from their pid files."""
+        found = []
+        for pidfile in sorted(self.pid_dir.glob(f"{self.name}*.pid")):
+            proc = read_pidfile(pidfile)
+            if proc is not None:
+                found.append(proc)
+        return found
+
+    def log_files(self) -> list[Path]:
+        """Log files of this service."""
+        return sorted(self.log_dir.glob(f"{self.name}*.log"))
+
+    def healthy(self) -> tuple[bool, str]:
+        """(healthy, detail)."""
+        primary = self.ports()[0][1]
+        if port_is_free(primary):
+            return False, f"nothing listens on 127.0.0.1:{primary}"
+        try:
+            return True, self.check()
+        except Exception as exc:  # noqa: BLE001 - any failure means unhealthy; say which
+            return False, f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+
+    def require_installed(self) -> None:
+        """Raise `MissingDependency` naming every missing piece and its package."""
+        missing = self.missing()
+        if missing:
+            raise MissingDependency(
+                f"{self.name}: " + "; ".join(missing) + " (or run `sluiceway stack install`)"
+            )
+
+    def start(self) -> float:
+        """Start the service unless it already runs; wait until healthy. Returns seconds taken."""
+        begun = time.monotonic()
+        running = {p.name for p in self.running()}
+        specs = self.processes()
+        if running and all(spec.name in running for spec in specs):
+            self._wait_healthy(begun)
+            return time.monotonic() - begun
+        self.require_installed()
+        for setting, port in self.ports():
+            if not port_is_free(port):
+                raise PortInUse(
+                    f"{self.name}: port {port} on 127.0.0.1 is taken by another process; "
+                    f"stop it or move {self.name} with the setting {setting} "
+                    f"(environment SLUICEWAY_{setting.upper().replace('.', '__')})"
+                )
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.prepare()
+        for spec in specs:
+            if spec.name not in running:
+                spawn(spec, self.pid_dir, self.log_dir)
+        self._wait_healthy(begun)
+        self.bootstrap()
+        return time.monotonic() - begun
+
+    def _wait_healthy(self, begun: float) -> None:
+        deadline = begun + self.start_timeout
+        detail = ""
+        while time.monotonic() < deadline:
+            ok, detail = self.healthy()
+            if ok:
+                return
+            if len(self.running()) < len(self.processes()):
+                raise ServiceUnhealthy(self._unhealthy(f"a process of {self.name} exited"))
+            time.sleep(0.5)
+        raise ServiceUnhealthy(
+            self._unhealthy(f"{self.name} not healthy after {self.start_timeout:.0f}s ({detail})")
+        )
+
+    def _unhealthy(self, what: str) -> str:
+        logs = "\n".join(
+            f"--- last lines of {path}:\n{tail(path, 30)}" for path in self.log_files()
+        )
+        return f"{what}\n{logs}"
+
+    def stop(self) -> list[str]:
+        """Stop every process this service started; returns their names."""
+        specs = {spec.name: spec for spec in self.processes()}
+        stopped = []
+        for proc in reversed(self.running()):
+            spec = specs.get(proc.name)
+            sig = spec.stop_signal if spec else 15
+            timeout = spec.stop_timeout if spec else 60.0
+            stop(proc, sig, timeout)
+            stopped.append(proc.name)
+        return stopped
+
+    def status(self) -> ServiceStatus:
+        """Where it is, which pids run, and whether it answers."""
+        pids = [p.pid for p in self.running()]
+        if not pids:
+            return ServiceStatus(self.name, self.address(), [], False, "not running")
+        ok, detail = self.healthy()
+        return ServiceStatus(self.name, self.address(), pids, ok, detail)
