@@ -1,7 +1,5 @@
 """A job that checks every server of the stack and records the result in the run's logs."""
 
-from __future__ import annotations
-
 from dagster import Failure, MetadataValue, OpExecutionContext, job, op
 
 from orchestration.resources import SluicewayResource

@@ -21,3 +21,7 @@ app.command()(ui)
 def main() -> None:
     """Entry point of the console script."""
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -251,6 +251,10 @@ class Settings(BaseSettings):
     state_dir: Path = Field(
         REPO_ROOT / ".sluiceway", description="directory holding all state of the local stack"
     )
+    cache_dir: Path = Field(
+        REPO_ROOT / ".sluiceway" / "cache",
+        description="downloads (jars, virtualenvs) shared by every state directory",
+    )
     postgres: PostgresSettings = PostgresSettings()
     mariadb: MariaDBSettings = MariaDBSettings()
     kafka: KafkaSettings = KafkaSettings()
@@ -335,12 +339,16 @@ _SECRET_WORDS = ("password", "secret", "token", "credential")
 
 
 def _describe(error: dict[str, Any], source: str) -> str:
+    if not error["loc"]:  # a rule across fields: its message names the fields
+        return f"  {error['msg']}"
     path = ".".join(str(p) for p in error["loc"])
     value = error.get("input")
     if any(word in path for word in _SECRET_WORDS):
         shown = "**********"
     elif isinstance(value, dict):
         shown = "{...}"
+    elif isinstance(value, str) and value:
+        shown = value
     else:
         shown = repr(value)
     env = ENV_PREFIX + ENV_DELIMITER.join(str(p).upper() for p in error["loc"])

@@ -1,6 +1,6 @@
 """BigQuery, locally: local-bigquery served from its own Python 3.13 virtualenv.
 
-local-bigquery needs Python 3.13 (pyenv provides it), so it lives in ``<state>/bigquery/venv``,
+local-bigquery needs Python 3.13 (pyenv provides it), so it lives in ``<cache>/bigquery-venv``,
 pinned: local-bigquery 0.3.2 (0.4.0 fails offline: it downloads the ducklake extension) with
 DuckDB 1.5.5 and its ducklake, icu and spatial extensions from their PyPI packages. DuckDB
 cannot download extensions here, so `install` INSTALLs each from its package file into the
@@ -61,11 +61,12 @@ class BigQueryService(Service):
 
     @property
     def venv(self) -> Path:
-        return self.dir / "venv"
+        return self.settings.cache_dir / "bigquery-venv"
 
     @property
     def home(self) -> Path:
-        return self.dir / "home"
+        # DuckDB's installed extensions live under HOME/.duckdb: part of the install.
+        return self.settings.cache_dir / "bigquery-home"
 
     def _marker(self) -> Path:
         return self.venv / ".sluiceway-pins"

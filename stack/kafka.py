@@ -1,9 +1,9 @@
 """Apache Kafka 4.x in KRaft mode from Maven Central jars: one broker, or three for fault tests.
 
 `install` resolves ``stack/kafka/pom.xml`` with mvn and copies the runtime jars into
-``<state>/kafka/libs`` (cached by the pom's hash). Each node runs as broker and controller
-(combined mode) with a static voter set; node i listens on ``kafka.port + 100*i`` for clients
-and ``kafka.controller_port + 100*i`` for the quorum, on 127.0.0.1 only. A cluster of n nodes
+``<cache>/kafka-libs`` (kept while the pom's hash is unchanged). Each node runs as broker and
+controller (combined mode) with a static voter set; node i listens on ``kafka.port + 100*i``
+for clients and ``kafka.controller_port + 100*i`` for the quorum, on 127.0.0.1 only. A cluster of n nodes
 keeps its storage in ``<state>/kafka/cluster-<n>`` (formatted once with the storage tool), so
 the one- and three-broker clusters never share a log directory. With three brokers the defaults
 are replication factor 3 and min.insync.replicas 2.
@@ -50,7 +50,7 @@ class KafkaService(Service):
 
     @property
     def libs(self) -> Path:
-        return self.dir / "libs"
+        return self.settings.cache_dir / "kafka-libs"
 
     @property
     def cluster_dir(self) -> Path:

@@ -10,6 +10,7 @@ its database.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 import shutil
@@ -35,6 +36,11 @@ def postgres_bindir() -> Path | None:
             return candidate
     found = shutil.which("postgres")
     return Path(found).parent if found else None
+
+
+def _reachable(path: Path, user: str, test: str = "-x") -> bool:
+    """Can ``user`` traverse (-x) or write (-w) ``path``, every parent included?"""
+    return subprocess.run(["test", test, str(path)], user=user, check=False).returncode == 0
 
 
 class PostgresService(Service):
@@ -65,24 +71,38 @@ class PostgresService(Service):
         return f"postgresql://127.0.0.1:{self.settings.postgres.port}"
 
     @property
+    def home(self) -> Path:
+        """Where the cluster lives: in the state directory if the server's OS user can reach
+        it, else (a state directory under a private home, say) a directory of its own."""
+        user = self._os_user()
+        self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        if user is None or _reachable(self.settings.state_dir, user):
+            return self.dir
+        digest = hashlib.sha1(str(self.settings.state_dir).encode(), usedforsecurity=False)
+        fallback = Path("/var/tmp") / f"sluiceway-{digest.hexdigest()[:10]}"  # noqa: S108
+        return fallback / "postgres"
+
+    @property
     def data_dir(self) -> Path:
-        return self.dir / "data"
+        return self.home / "data"
 
     def prepare(self) -> None:
         bindir = postgres_bindir()
         assert bindir is not None  # require_installed ran
         user = self._os_user()
+        home = self.home
+        home.mkdir(parents=True, exist_ok=True)
         if user:
             entry = pwd.getpwnam(user)
-            if self.dir.stat().st_uid != entry.pw_uid:
-                os.chown(self.dir, entry.pw_uid, entry.pw_gid)
-            reachable = subprocess.run(["test", "-w", str(self.dir)], user=user, check=False)
-            if reachable.returncode != 0:
+            if home.stat().st_uid != entry.pw_uid:
+                os.chown(home, entry.pw_uid, entry.pw_gid)
+            if not _reachable(home, user, "-w"):
                 raise MissingDependency(
-                    f"postgres: the OS user {user} cannot reach {self.dir}; put the state "
-                    "directory where it can (SLUICEWAY_STATE_DIR) or make its parents "
-                    "traversable (chmod o+x)"
+                    f"postgres: the OS user {user} cannot write {home}; make its parents "
+                    "traversable (chmod o+x) or set SLUICEWAY_STATE_DIR elsewhere"
                 )
+            if home != self.dir:
+                (self.dir / "data-location").write_text(f"{home}\n")
         if (self.data_dir / "PG_VERSION").exists():
             return
         subprocess.run(

@@ -18,6 +18,10 @@ from pathlib import Path
 
 __all__ = ["ProcessSpec", "RunningProcess", "read_pidfile", "spawn", "stop", "tail"]
 
+# Servers started by this very process are its children: their Popen objects are kept so they
+# can be reaped (no zombies) and are not garbage-collected while the server runs.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
 
 @dataclass(frozen=True)
 class ProcessSpec:
@@ -94,6 +98,7 @@ def spawn(spec: ProcessSpec, pid_dir: Path, log_dir: Path) -> RunningProcess:
             user=spec.user,
             start_new_session=True,
         )
+    _CHILDREN[proc.pid] = proc
     pidfile = pid_dir / f"{spec.name}.pid"
     started = _start_time(proc.pid) or "0"
     pidfile.write_text(f"{proc.pid} {started}\n")
@@ -101,10 +106,10 @@ def spawn(spec: ProcessSpec, pid_dir: Path, log_dir: Path) -> RunningProcess:
 
 
 def _reap(pid: int) -> None:
-    # A server started by this very process is our child: reap it so it does not linger as
-    # a zombie. Servers started by an earlier CLI call were adopted by init, which reaps them.
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
+    # Servers started by an earlier CLI call were adopted by init, which reaps them.
+    child = _CHILDREN.get(pid)
+    if child is not None and child.poll() is not None:
+        del _CHILDREN[pid]
 
 
 def stop(proc: RunningProcess, sig: int = signal.SIGTERM, timeout: float = 60.0) -> bool:

@@ -9,9 +9,12 @@ how to tell it is healthy and what to create once it is up (roles, databases, bu
 from __future__ import annotations
 
 import hashlib
+import signal
 import socket
+import stat
 import time
 from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -41,10 +44,16 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) != 0
 
 
+def _world_traversable(path: Path) -> bool:
+    return all(p.stat().st_mode & stat.S_IXOTH for p in (path, *path.parents) if p.exists())
+
+
 def runtime_dir(settings: Settings) -> Path:
-    """A directory for Unix sockets, short enough for the 107-byte socket path limit."""
+    """A directory for Unix sockets: short enough for the 107-byte socket path limit, and
+    reachable by servers that run as their own OS user (PostgreSQL as ``postgres``)."""
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
     candidate = settings.state_dir / "run"
-    if len(str(candidate)) > 70:
+    if len(str(candidate)) > 70 or not _world_traversable(settings.state_dir):
         digest = hashlib.sha1(str(settings.state_dir).encode(), usedforsecurity=False)
         candidate = Path("/tmp") / f"sluiceway-{digest.hexdigest()[:10]}"  # noqa: S108
     candidate.mkdir(parents=True, exist_ok=True)
@@ -177,16 +186,20 @@ class Service(ABC):
         return f"{what}\n{logs}"
 
     def stop(self) -> list[str]:
-        """Stop every process this service started; returns their names."""
+        """Stop every process this service started; returns their names.
+
+        All processes are signalled at once: a KRaft broker stopped after its peers would lose
+        its quorum and hang in controlled shutdown.
+        """
         specs = {spec.name: spec for spec in self.processes()}
-        stopped = []
-        for proc in reversed(self.running()):
-            spec = specs.get(proc.name)
-            sig = spec.stop_signal if spec else 15
-            timeout = spec.stop_timeout if spec else 60.0
-            stop(proc, sig, timeout)
-            stopped.append(proc.name)
-        return stopped
+        running = self.running()
+        with ThreadPoolExecutor(max_workers=max(1, len(running))) as pool:
+            for proc in running:
+                spec = specs.get(proc.name)
+                sig = spec.stop_signal if spec else signal.SIGTERM
+                timeout = spec.stop_timeout if spec else 60.0
+                pool.submit(stop, proc, sig, timeout)
+        return [proc.name for proc in running]
 
     def status(self) -> ServiceStatus:
         """Where it is, which pids run, and whether it answers."""

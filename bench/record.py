@@ -1,0 +1,146 @@
+"""Record benchmark figures into docs/benchmarks.json and render docs/benchmarks.md.
+
+A figure is always measured with its baseline in the same run: `measure` alternates the two
+(baseline, candidate, baseline, ...) so drift on the machine hits both, and keeps the median of
+each. ``ratio`` is oriented so that higher is better: value / baseline for rates, baseline /
+value for costs (seconds, bytes).
+
+    python -m bench.record          # re-render docs/benchmarks.md from the JSON
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+__all__ = ["Figure", "machine", "measure", "record", "render"]
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+JSON_PATH = DOCS / "benchmarks.json"
+MD_PATH = DOCS / "benchmarks.md"
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One benchmark figure and its baseline, as stored in docs/benchmarks.json."""
+
+    name: str
+    value: float
+    unit: str
+    baseline: str
+    baseline_value: float
+    ratio: float
+    runs: int
+    min: float
+    max: float
+    date: str
+    machine: str
+
+
+def machine() -> str:
+    """A one-line description of this machine: CPU model, cores, memory, OS."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {memory:.0f} GiB, {platform.system()} {platform.release()}"
+    )
+
+
+def measure(
+    name: str,
+    unit: str,
+    candidate: Callable[[], float],
+    baseline: str,
+    baseline_run: Callable[[], float],
+    *,
+    runs: int = 3,
+    higher_is_better: bool = True,
+) -> Figure:
+    """Run ``baseline_run`` and ``candidate`` alternately ``runs`` times each.
+
+    Each callable returns its own measurement in ``unit`` (e.g. rows/s, or seconds).
+    """
+    values: list[float] = []
+    baselines: list[float] = []
+    for _ in range(runs):
+        baselines.append(baseline_run())
+        values.append(candidate())
+    value = statistics.median(values)
+    base = statistics.median(baselines)
+    ratio = (value / base if higher_is_better else base / value) if value and base else 0.0
+    return Figure(
+        name=name,
+        value=round(value, 3),
+        unit=unit,
+        baseline=baseline,
+        baseline_value=round(base, 3),
+        ratio=round(ratio, 3),
+        runs=runs,
+        min=round(min(values), 3),
+        max=round(max(values), 3),
+        date=datetime.now(UTC).strftime("%Y-%m-%d"),
+        machine=machine(),
+    )
+
+
+def load(path: Path = JSON_PATH) -> list[Figure]:
+    """The recorded figures."""
+    if not path.is_file():
+        return []
+    return [Figure(**item) for item in json.loads(path.read_text())]
+
+
+def record(figures: list[Figure], path: Path = JSON_PATH, md_path: Path = MD_PATH) -> None:
+    """Store ``figures`` (replacing earlier ones of the same name) and re-render the markdown."""
+    kept = {f.name: f for f in load(path)}
+    for figure in figures:
+        kept[figure.name] = figure
+    ordered = sorted(kept.values(), key=lambda f: f.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps([asdict(f) for f in ordered], indent=2) + "\n")
+    md_path.write_text(render(ordered))
+
+
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.3g}"
+
+
+def render(figures: list[Figure]) -> str:
+    """docs/benchmarks.md: one table, each figure beside its baseline from the same run."""
+    lines = [
+        "# Benchmarks",
+        "",
+        "Generated from `docs/benchmarks.json` by `python -m bench.record`; do not edit by hand.",
+        "Each figure is the median of its runs, measured in the same run as its baseline;",
+        "ratio > 1 means better than the baseline.",
+        "",
+        "| figure | value | baseline | baseline value | ratio | runs (min-max) | date | machine |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for f in figures:
+        lines.append(
+            f"| {f.name} | {_number(f.value)} {f.unit} | {f.baseline} | "
+            f"{_number(f.baseline_value)} {f.unit} | {f.ratio:.2f}x | "
+            f"{f.runs} ({_number(f.min)}-{_number(f.max)}) | {f.date} | {f.machine} |"
+        )
+    if not figures:
+        lines.append("| (none recorded yet) | | | | | | | |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    MD_PATH.write_text(render(load()))
+    print(f"rendered {MD_PATH}")

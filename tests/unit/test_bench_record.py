@@ -1,0 +1,46 @@
+"""Benchmark plumbing: figures measured beside their baselines, stored and rendered."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench.record import measure, record
+
+
+def test_measure_alternates_and_orients_the_ratio() -> None:
+    calls: list[str] = []
+    rates = iter([100.0, 80.0, 120.0])
+    costs = iter([2.0, 3.0, 1.0])
+
+    def baseline() -> float:
+        calls.append("baseline")
+        return 100.0
+
+    def rate() -> float:
+        calls.append("candidate")
+        return next(rates)
+
+    figure = measure("x rows/s", "rows/s", rate, "raw", baseline, runs=3)
+    assert calls == ["baseline", "candidate"] * 3
+    assert (figure.value, figure.min, figure.max, figure.ratio) == (100.0, 80.0, 120.0, 1.0)
+
+    slower = measure("y s", "s", lambda: next(costs), "raw", lambda: 1.0, higher_is_better=False)
+    assert slower.value == 2.0 and slower.ratio == 0.5  # twice the baseline's cost
+
+
+def test_record_replaces_by_name_and_renders(tmp_path: Path) -> None:
+    json_path, md_path = tmp_path / "b.json", tmp_path / "b.md"
+    first = measure("capture rows/s", "rows/s", lambda: 90.0, "pg_recvlogical", lambda: 100.0)
+    record([first], json_path, md_path)
+    again = measure("capture rows/s", "rows/s", lambda: 95.0, "pg_recvlogical", lambda: 100.0)
+    record([again], json_path, md_path)
+    stored = json.loads(json_path.read_text())
+    assert len(stored) == 1
+    assert stored[0]["value"] == 95.0 and stored[0]["ratio"] == 0.95
+    assert set(stored[0]) == {
+        "name", "value", "unit", "baseline", "baseline_value", "ratio",
+        "runs", "min", "max", "date", "machine",
+    }  # fmt: skip
+    markdown = md_path.read_text()
+    assert "| capture rows/s | 95 rows/s | pg_recvlogical | 100 rows/s | 0.95x |" in markdown
