@@ -3,10 +3,10 @@
 `install` resolves ``stack/kafka/pom.xml`` with mvn and copies the runtime jars into
 ``<cache>/kafka-libs`` (kept while the pom's hash is unchanged). Each node runs as broker and
 controller (combined mode) with a static voter set; node i listens on ``kafka.port + 100*i``
-for clients and ``kafka.controller_port + 100*i`` for the quorum, on 127.0.0.1 only. A cluster of n nodes
-keeps its storage in ``<state>/kafka/cluster-<n>`` (formatted once with the storage tool), so
-the one- and three-broker clusters never share a log directory. With three brokers the defaults
-are replication factor 3 and min.insync.replicas 2.
+for clients and ``kafka.controller_port + 100*i`` for the quorum, on 127.0.0.1 only. A
+cluster of n nodes keeps its storage in ``<state>/kafka/cluster-<n>`` (formatted once with the
+storage tool), so the one- and three-broker clusters never share a log directory. With three
+brokers the defaults are replication factor 3 and min.insync.replicas 2.
 """
 
 from __future__ import annotations
