@@ -6,6 +6,7 @@ import typer
 
 from orchestration.cli import ui
 from stack.cli import app as stack_app
+from streaming.cli import capture_app, pipelines_app
 
 __all__ = ["app", "main"]
 
@@ -15,6 +16,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(stack_app, name="stack")
+app.add_typer(pipelines_app, name="pipelines")
+app.add_typer(capture_app, name="capture")
 app.command()(ui)
 
 

@@ -29,6 +29,7 @@ from pydantic_settings import (
 )
 
 from sluiceway.errors import SettingsError
+from sluiceway.validation import describe_errors
 
 __all__ = [
     "BigQuerySettings",
@@ -335,46 +336,6 @@ def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-_SECRET_WORDS = ("password", "secret", "token", "credential")
-
-
-def _describe(error: dict[str, Any], source: str) -> str:
-    if not error["loc"]:  # a rule across fields: its message names the fields
-        return f"  {error['msg']}"
-    path = ".".join(str(p) for p in error["loc"])
-    value = error.get("input")
-    if any(word in path for word in _SECRET_WORDS):
-        shown = "**********"
-    elif isinstance(value, dict):
-        shown = "{...}"
-    elif isinstance(value, str) and value:
-        shown = value
-    else:
-        shown = repr(value)
-    env = ENV_PREFIX + ENV_DELIMITER.join(str(p).upper() for p in error["loc"])
-    described = _field_description(error["loc"])
-    hint = f" ({described})" if described else ""
-    if error["type"] == "extra_forbidden":
-        return f"  {path}: unknown setting (value {shown}); remove it or fix its spelling"
-    return (
-        f"  {path} = {shown}: {error['msg']}\n"
-        f"    fix: set {path}{hint} in {source} or the environment variable {env}"
-    )
-
-
-def _field_description(loc: tuple[Any, ...]) -> str | None:
-    model: Any = Settings
-    description = None
-    for part in loc:
-        fields = getattr(model, "model_fields", None)
-        if not fields or part not in fields:
-            return description
-        info = fields[part]
-        description = info.description
-        model = info.annotation
-    return description
-
-
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Load settings from files, the environment and keyword overrides.
 
@@ -402,7 +363,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        lines = [_describe(dict(e), source) for e in exc.errors()]
-        raise SettingsError("invalid settings:\n" + "\n".join(lines)) from None
+        details = describe_errors(exc, Settings, source, ENV_PREFIX)
+        raise SettingsError("invalid settings:\n" + details) from None
     finally:
         _FILE_VALUES.reset(token)

@@ -1,0 +1,183 @@
+"""The pipeline specification: one small YAML file per pipeline in ``pipelines/``.
+
+A specification declares what to capture and where it goes; every stage reads the same
+validated model (capture now; transforms, processors, targets and schedules extend it). A
+minimal one::
+
+    name: shop
+    source:
+      kind: postgres
+      database: shop
+      tables:
+        include: [public.*]
+    topics:
+      prefix: shop
+      partitions: 3
+
+Invalid specifications fail at load with a `ConfigError` naming the file, the field, the value
+and the fix.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sluiceway.errors import ConfigError
+from sluiceway.settings import REPO_ROOT
+from sluiceway.validation import describe_errors
+
+__all__ = [
+    "PIPELINES_DIR",
+    "Pipeline",
+    "PostgresSource",
+    "TableSelection",
+    "TopicSettings",
+    "list_pipelines",
+    "load_pipeline",
+]
+
+PIPELINES_DIR = REPO_ROOT / "pipelines"
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TableSelection(_Spec):
+    """Which tables a source captures: 'schema.table' patterns with * and ? wildcards."""
+
+    include: list[str] = Field(["public.*"], min_length=1, description="tables to capture")
+    exclude: list[str] = Field([], description="tables to leave out, even if included")
+
+    @model_validator(mode="after")
+    def _qualified(self) -> TableSelection:
+        for pattern in [*self.include, *self.exclude]:
+            if "." not in pattern:
+                raise ValueError(
+                    f"table pattern {pattern!r} must be schema-qualified, e.g. 'public.{pattern}'"
+                )
+        return self
+
+    def matches(self, schema: str, table: str) -> bool:
+        """True if ``schema.table`` is included and not excluded."""
+        name = f"{schema}.{table}"
+        included = any(fnmatch.fnmatchcase(name, p) for p in self.include)
+        return included and not any(fnmatch.fnmatchcase(name, p) for p in self.exclude)
+
+
+class PostgresSource(_Spec):
+    """Log-based capture from PostgreSQL with pgoutput."""
+
+    kind: Literal["postgres"] = "postgres"
+    database: str | None = Field(None, description="database; default: settings' postgres.database")
+    slot: str | None = Field(
+        None, pattern=r"^[a-z0-9_]{1,63}$", description="replication slot; default sluiceway_<name>"
+    )
+    publication: str | None = Field(None, description="publication; default sluiceway_<name>")
+    tables: TableSelection = TableSelection()
+    snapshot: Literal["initial", "never"] = Field(
+        "initial", description="initial: snapshot the tables when the slot is created"
+    )
+    snapshot_workers: int = Field(2, ge=1, le=16, description="parallel snapshot connections")
+    snapshot_chunk_rows: int = Field(50_000, ge=100, description="rows per snapshot chunk")
+    heartbeat_seconds: float = Field(10.0, gt=0, description="interval of heartbeat messages")
+    status_seconds: float = Field(1.0, gt=0, description="interval of position confirmations")
+    wal_budget_mb: int = Field(2048, ge=1, description="warn when the slot retains more WAL")
+    replica_identity_full: bool = Field(
+        False, description="set REPLICA IDENTITY FULL on captured tables (complete before images)"
+    )
+
+
+class TopicSettings(_Spec):
+    """How the change topics are named and configured."""
+
+    prefix: str | None = Field(None, description="topic prefix; default: the pipeline name")
+    partitions: int = Field(1, ge=1, le=1000, description="partitions of each change topic")
+    replication_factor: int | None = Field(
+        None, ge=1, description="replication factor; default: the brokers' default"
+    )
+    retention_ms: int = Field(-1, ge=-1, description="retention.ms; -1 keeps events forever")
+    cleanup_policy: Literal["delete", "compact", "compact,delete"] = Field(
+        "delete", description="cleanup.policy of the change topics"
+    )
+    tombstones: bool | None = Field(
+        None, description="a null-valued record after each delete; default: on when compacted"
+    )
+    transaction_topic: bool = Field(False, description="also write transaction boundaries")
+    format: Literal["json", "connect-json"] = Field(
+        "json", description="json, or connect-json (JsonConverter schema + payload)"
+    )
+
+    def emit_tombstones(self) -> bool:
+        """Whether deletes are followed by tombstones."""
+        if self.tombstones is not None:
+            return self.tombstones
+        return "compact" in self.cleanup_policy
+
+
+class Pipeline(_Spec):
+    """One pipeline: a source, its change topics, and (later) what consumes them."""
+
+    name: str = Field(description="lowercase identifier: letters, digits, _")
+    description: str = ""
+    owner: str | None = Field(None, description="team or person, shown in the orchestrator")
+    source: PostgresSource
+    topics: TopicSettings = TopicSettings()
+
+    @model_validator(mode="after")
+    def _name(self) -> Pipeline:
+        if not _NAME.match(self.name):
+            raise ValueError(
+                f"name {self.name!r} must be lowercase letters, digits and _ (max 41 characters)"
+            )
+        return self
+
+    @property
+    def slot(self) -> str:
+        return self.source.slot or f"sluiceway_{self.name}"
+
+    @property
+    def publication(self) -> str:
+        return self.source.publication or f"sluiceway_{self.name}"
+
+    @property
+    def topic_prefix(self) -> str:
+        return self.topics.prefix or self.name
+
+
+def load_pipeline(name_or_path: str | Path, directory: Path = PIPELINES_DIR) -> Pipeline:
+    """Load and validate a pipeline by name (``pipelines/<name>.yaml``) or by path.
+
+    Raises:
+        ConfigError: naming the file, and each invalid field with its value and fix.
+    """
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = directory / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = ", ".join(p.stem for p in sorted(directory.glob("*.yaml"))) or "none"
+        raise ConfigError(f"no pipeline {str(name_or_path)!r} ({path} is missing); known: {known}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping (name, source, topics, ...)")
+    try:
+        return Pipeline(**data)
+    except ValidationError as exc:
+        raise ConfigError(
+            f"invalid pipeline {path}:\n" + describe_errors(exc, Pipeline, str(path))
+        ) from None
+
+
+def list_pipelines(directory: Path = PIPELINES_DIR) -> list[Pipeline]:
+    """Every pipeline specification in ``directory``."""
+    return [load_pipeline(path) for path in sorted(directory.glob("*.yaml"))]

@@ -1,0 +1,156 @@
+"""``sluiceway pipelines`` and ``sluiceway capture``: list pipelines, run and manage capture."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from sluiceway.errors import SluicewayError
+from sluiceway.pipeline import list_pipelines, load_pipeline
+from sluiceway.settings import load_settings
+from streaming.sources.postgres.capture import CaptureStats, PostgresCapture
+from streaming.sources.postgres.catalog import drop_slot, slot_health
+from streaming.sources.postgres.pgoutput import format_lsn
+
+__all__ = ["capture_app", "pipelines_app"]
+
+console = Console()
+pipelines_app = typer.Typer(help="Pipeline specifications in pipelines/.", no_args_is_help=True)
+capture_app = typer.Typer(help="Change data capture into Kafka.", no_args_is_help=True)
+
+PipelineName = Annotated[str, typer.Argument(help="pipeline name (pipelines/<name>.yaml) or path")]
+
+
+@pipelines_app.command("list")
+def list_() -> None:
+    """Every pipeline with its source, tables and topic prefix."""
+    try:
+        pipelines = list_pipelines()
+    except SluicewayError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    table = Table("pipeline", "source", "tables", "topics", "slot")
+    for p in pipelines:
+        tables = ", ".join(p.source.tables.include)
+        table.add_row(p.name, p.source.kind, tables, f"{p.topic_prefix}.*", p.slot)
+    console.print(table)
+
+
+def _status_line(stats: CaptureStats) -> str:
+    return (
+        f"{stats.phase}: {stats.events:,} events, {stats.transactions:,} transactions, "
+        f"confirmed {format_lsn(stats.confirmed_lsn)}, lag {stats.lag_ms():,} ms, "
+        f"WAL retained {stats.retained_wal_bytes / 2**20:,.1f} MiB"
+    )
+
+
+@capture_app.command("run")
+def run(pipeline: PipelineName) -> None:
+    """Capture until SIGTERM or Ctrl-C, which flush Kafka and confirm positions before exit."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        spec = load_pipeline(pipeline)
+        capture = PostgresCapture(load_settings(), spec)
+    except SluicewayError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    progress = Progress(
+        TextColumn("snapshot"),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f}/{task.total:,.0f} rows"),
+        TextColumn("{task.fields[rate]:,.0f} rows/s"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+    task = progress.add_task("snapshot", total=None, rate=0.0)
+    live = Live(console=console, refresh_per_second=2, transient=False)
+
+    def on_stats(stats: CaptureStats) -> None:
+        if stats.phase == "snapshot":
+            if not progress.live.is_started:
+                progress.start()
+            elapsed = max(1e-3, time.monotonic() - stats.started)
+            progress.update(
+                task,
+                completed=stats.snapshot_rows,
+                total=max(stats.snapshot_estimate, stats.snapshot_rows),
+                rate=stats.snapshot_rows / elapsed,
+            )
+            return
+        if progress.live.is_started:
+            progress.stop()
+            console.print(f"snapshot done: {stats.snapshot_rows:,} rows")
+        if not live.is_started:
+            live.start()
+        live.update(_status_line(stats))
+
+    capture._on_stats = on_stats
+    _stop_on_signals(capture.stop)
+    try:
+        capture.run()
+    except SluicewayError as exc:
+        console.print(f"[red]capture stopped:[/red] {exc}")
+        raise typer.Exit(1) from None
+    finally:
+        if live.is_started:
+            live.stop()
+        if progress.live.is_started:
+            progress.stop()
+    console.print(f"stopped cleanly; {_status_line(capture.stats)}")
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    def handler(_signum: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+@capture_app.command("status")
+def status(pipeline: PipelineName) -> None:
+    """The pipeline's replication slot: active, retained WAL and lag."""
+    spec = load_pipeline(pipeline)
+    capture = PostgresCapture(load_settings(), spec)
+    conn = capture.connect()
+    try:
+        health = slot_health(conn, spec.slot)
+    finally:
+        conn.close()
+    if health is None:
+        console.print(f"slot {spec.slot} does not exist (capture has not run yet)")
+        raise typer.Exit(1)
+    console.print(
+        f"slot {spec.slot}: {'active' if health.active else 'inactive'}, "
+        f"confirmed {format_lsn(health.confirmed_flush_lsn)}, lag {health.lag_bytes:,} bytes, "
+        f"WAL retained {health.retained_bytes:,} bytes"
+    )
+
+
+@capture_app.command("drop-slot")
+def drop(
+    pipeline: PipelineName,
+    yes: Annotated[bool, typer.Option("--yes", help="really drop it")] = False,
+) -> None:
+    """Drop the pipeline's replication slot on purpose (the next run snapshots again)."""
+    spec = load_pipeline(pipeline)
+    if not yes:
+        console.print(f"this drops slot {spec.slot}; changes not yet captured are lost. Add --yes")
+        raise typer.Exit(1)
+    capture = PostgresCapture(load_settings(), spec)
+    conn = capture.connect()
+    try:
+        dropped = drop_slot(conn, spec.slot)
+    finally:
+        conn.close()
+    console.print(f"dropped slot {spec.slot}" if dropped else f"slot {spec.slot} did not exist")
