@@ -20,6 +20,7 @@ from sluiceway.settings import load_settings
 from streaming.sources.postgres.capture import CaptureStats, PostgresCapture
 from streaming.sources.postgres.catalog import drop_slot, slot_health
 from streaming.sources.postgres.pgoutput import format_lsn
+from streaming.sources.postgres.state import CaptureState
 
 __all__ = ["capture_app", "pipelines_app"]
 
@@ -69,16 +70,15 @@ def run(pipeline: PipelineName) -> None:
         TextColumn("{task.completed:,.0f}/{task.total:,.0f} rows"),
         TextColumn("{task.fields[rate]:,.0f} rows/s"),
         TimeRemainingColumn(),
-        console=console,
-        transient=True,
     )
     task = progress.add_task("snapshot", total=None, rate=0.0)
-    live = Live(console=console, refresh_per_second=2, transient=False)
+    # One live display: the snapshot's progress bar, then the streaming status line.
+    live = Live(progress, console=console, refresh_per_second=2)
 
     def on_stats(stats: CaptureStats) -> None:
+        if not live.is_started:
+            live.start()
         if stats.phase == "snapshot":
-            if not progress.live.is_started:
-                progress.start()
             elapsed = max(1e-3, time.monotonic() - stats.started)
             progress.update(
                 task,
@@ -86,13 +86,8 @@ def run(pipeline: PipelineName) -> None:
                 total=max(stats.snapshot_estimate, stats.snapshot_rows),
                 rate=stats.snapshot_rows / elapsed,
             )
-            return
-        if progress.live.is_started:
-            progress.stop()
-            console.print(f"snapshot done: {stats.snapshot_rows:,} rows")
-        if not live.is_started:
-            live.start()
-        live.update(_status_line(stats))
+        else:
+            live.update(_status_line(stats))
 
     capture._on_stats = on_stats
     _stop_on_signals(capture.stop)
@@ -104,8 +99,6 @@ def run(pipeline: PipelineName) -> None:
     finally:
         if live.is_started:
             live.stop()
-        if progress.live.is_started:
-            progress.stop()
     console.print(f"stopped cleanly; {_status_line(capture.stats)}")
 
 
@@ -153,4 +146,5 @@ def drop(
         dropped = drop_slot(conn, spec.slot)
     finally:
         conn.close()
+    CaptureState.path(capture.settings.state_dir, spec.name).unlink(missing_ok=True)
     console.print(f"dropped slot {spec.slot}" if dropped else f"slot {spec.slot} did not exist")

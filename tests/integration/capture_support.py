@@ -16,6 +16,7 @@ from sluiceway.pipeline import Pipeline, PostgresSource, TableSelection, TopicSe
 from sluiceway.settings import Settings
 from streaming.sources.postgres.capture import PostgresCapture
 from streaming.sources.postgres.catalog import drop_slot
+from streaming.sources.postgres.state import CaptureState
 
 __all__ = [
     "capture_running",
@@ -44,6 +45,7 @@ def temporary_database(settings: Settings, name: str) -> Iterator[Any]:
             slots = [r[0] for r in cur.fetchall()]
         for slot in slots:
             drop_slot(conn, slot, timeout=30)
+        CaptureState.path(settings.state_dir, name).unlink(missing_ok=True)
         conn.close()
         with admin.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -148,5 +150,9 @@ def rebuild_state(records: list[tuple[bytes | None, bytes | None]]) -> dict[str,
         if envelope["op"] == "d":
             state.pop(key.decode(), None)
         elif envelope["op"] in ("c", "u", "r"):
-            state[key.decode()] = envelope["after"]
+            after = envelope["after"]
+            old = state.get(key.decode(), {})
+            for column in envelope.get("unchanged", []):
+                after[column] = old.get(column)  # TOAST unchanged: keep what we hold
+            state[key.decode()] = after
     return state

@@ -50,6 +50,7 @@ from streaming.sources.postgres.catalog import (
 from streaming.sources.postgres.changes import TableCodec
 from streaming.sources.postgres.pgtypes import SESSION_SETTINGS, TypeRegistry
 from streaming.sources.postgres.snapshot import SnapshotReader
+from streaming.sources.postgres.state import CaptureState
 
 __all__ = ["CaptureStats", "PostgresCapture"]
 
@@ -102,6 +103,7 @@ class PostgresCapture:
         self._types: TypeRegistry | None = None
         self._admin: Any = None
         self.error: BaseException | None = None  # why `run` ended, if it failed
+        self._state_path = CaptureState.path(settings.state_dir, pipeline.name)
 
     # --- connections -----------------------------------------------------------------------
     def connect(self) -> Any:
@@ -162,8 +164,12 @@ class PostgresCapture:
             repl = self._replication()
             cur = repl.cursor()
             start_lsn = 0
-            if slot_health(catalog, self.pipeline.slot) is None:
+            state = CaptureState.load(self._state_path)
+            health = slot_health(catalog, self.pipeline.slot)
+            if health is None:
                 start_lsn = self._create_slot(cur, producer)
+            elif state is not None and state.slot == self.pipeline.slot and not state.snapshot_done:
+                self._resume_snapshot(state, producer)
             self._stream(cur, catalog, producer, tracker, start_lsn)
         except psycopg2.errors.UndefinedObject as exc:
             raise SourceFatal(
@@ -232,9 +238,33 @@ class PostgresCapture:
         _slot, consistent_point, snapshot_name, _plugin = cur.fetchone()
         lsn = pg.parse_lsn(consistent_point)
         log.info("created slot %s at %s", self.pipeline.slot, consistent_point)
+        state = CaptureState(self.pipeline.slot, lsn, snapshot_done=False)
+        state.save(self._state_path)
         if self.source.snapshot == "initial":
             self._snapshot(snapshot_name, lsn, producer)
+        state.snapshot_done = True
+        state.save(self._state_path)
         return lsn
+
+    def _resume_snapshot(self, state: CaptureState, producer: EventProducer) -> None:
+        # The initial snapshot was interrupted. Its exported snapshot is gone, but the slot
+        # still stands at the consistent point (nothing was confirmed past it). Read the tables
+        # again at a fresh snapshot, stamped with that position, then stream from the slot:
+        # every change since the consistent point is replayed after these rows, so each key
+        # ends at its true state, deletes included.
+        log.warning("the initial snapshot of %s was interrupted: reading it again", state.slot)
+        exporter = self.connect()
+        try:
+            with exporter.cursor() as cur:
+                cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                cur.execute("SELECT pg_export_snapshot()")
+                (snapshot_name,) = cur.fetchone()
+            self._snapshot(snapshot_name, state.consistent_point, producer)
+        finally:
+            exporter.rollback()
+            exporter.close()
+        state.snapshot_done = True
+        state.save(self._state_path)
 
     def _snapshot(self, snapshot_name: str, lsn: int, producer: EventProducer) -> None:
         tables = list(self._tables.values())

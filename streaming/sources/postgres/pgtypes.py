@@ -66,10 +66,10 @@ def _bytea(text: str) -> str:
 
 
 def _bc(text: str) -> str:
-    # '0044-03-15 BC' -> astronomical year numbering as ISO 8601 expanded years: '-0043-03-15'.
-    body = text[:-3]
-    year, rest = body.split("-", 1)
-    return f"-{int(year) - 1:04d}-{rest}"
+    # '0044-03-15 BC' -> astronomical year numbering (ISO 8601): 1 BC is year 0000, 44 BC -0043.
+    year, rest = text[:-3].split("-", 1)
+    astronomical = int(year) - 1
+    return f"-{astronomical:04d}-{rest}" if astronomical else f"0000-{rest}"
 
 
 def _date(text: str) -> str:

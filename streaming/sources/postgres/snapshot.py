@@ -80,7 +80,7 @@ def chunk_table(cur: Any, table: TableInfo, chunk_rows: int) -> list[Chunk]:
     cur.execute(
         sql.SQL(
             "SELECT {keys} FROM (SELECT {keys}, row_number() OVER (ORDER BY {keys}) AS rn "
-            "FROM {table}) s WHERE rn % %s = 0 ORDER BY rn"
+            "FROM {table}) s WHERE rn %% %s = 0 ORDER BY rn"
         ).format(keys=keys, table=table.qualified),
         (chunk_rows,),
     )
