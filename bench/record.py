@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-__all__ = ["Figure", "machine", "measure", "record", "render"]
+__all__ = ["Figure", "machine", "measure", "record", "render", "summarize"]
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 JSON_PATH = DOCS / "benchmarks.json"
@@ -78,8 +78,21 @@ def measure(
     for _ in range(runs):
         baselines.append(baseline_run())
         values.append(candidate())
+    return summarize(name, unit, values, baseline, baselines, higher_is_better=higher_is_better)
+
+
+def summarize(
+    name: str,
+    unit: str,
+    values: list[float],
+    baseline: str,
+    baselines: list[float],
+    *,
+    higher_is_better: bool = True,
+) -> Figure:
+    """A figure from runs measured in the same session as its baseline's runs."""
     value = statistics.median(values)
-    base = statistics.median(baselines)
+    base = statistics.median(baselines) if baselines else 0.0
     ratio = (value / base if higher_is_better else base / value) if value and base else 0.0
     return Figure(
         name=name,
@@ -88,7 +101,7 @@ def measure(
         baseline=baseline,
         baseline_value=round(base, 3),
         ratio=round(ratio, 3),
-        runs=runs,
+        runs=len(values),
         min=round(min(values), 3),
         max=round(max(values), 3),
         date=datetime.now(UTC).strftime("%Y-%m-%d"),

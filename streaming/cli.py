@@ -19,6 +19,7 @@ from sluiceway.pipeline import list_pipelines, load_pipeline
 from sluiceway.settings import load_settings
 from streaming.sources.postgres.capture import CaptureStats, PostgresCapture
 from streaming.sources.postgres.catalog import drop_slot, slot_health
+from streaming.sources.postgres.incremental import request_snapshot
 from streaming.sources.postgres.pgoutput import format_lsn
 from streaming.sources.postgres.state import CaptureState
 
@@ -127,6 +128,26 @@ def status(pipeline: PipelineName) -> None:
         f"slot {spec.slot}: {'active' if health.active else 'inactive'}, "
         f"confirmed {format_lsn(health.confirmed_flush_lsn)}, lag {health.lag_bytes:,} bytes, "
         f"WAL retained {health.retained_bytes:,} bytes"
+    )
+
+
+@capture_app.command("snapshot")
+def snapshot(
+    pipeline: PipelineName,
+    table: Annotated[
+        list[str], typer.Option("--table", "-t", help="schema.table to re-snapshot (repeatable)")
+    ],
+) -> None:
+    """Re-snapshot tables on the live pipeline (incremental, lock-free, resumable)."""
+    spec = load_pipeline(pipeline)
+    capture = PostgresCapture(load_settings(), spec)
+    conn = capture.connect()
+    try:
+        request = request_snapshot(conn, table)
+    finally:
+        conn.close()
+    console.print(
+        f"requested snapshot {request} of {', '.join(table)}; the running capture does it"
     )
 
 

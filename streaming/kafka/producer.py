@@ -95,8 +95,10 @@ class EventProducer:
             "linger.ms": 20,
             "batch.size": 1_000_000,
             "compression.type": "lz4",
-            "queue.buffering.max.messages": 500_000,
-            "queue.buffering.max.kbytes": 1_048_576,
+            # A bounded local queue: when Kafka is slower than decoding, `send` blocks and the
+            # source is read more slowly, instead of memory growing with the backlog.
+            "queue.buffering.max.messages": 200_000,
+            "queue.buffering.max.kbytes": 65_536,
             "message.max.bytes": 16_777_216,
         }
         config.update(overrides)

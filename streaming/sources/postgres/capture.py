@@ -48,6 +48,11 @@ from streaming.sources.postgres.catalog import (
     table_info,
 )
 from streaming.sources.postgres.changes import TableCodec
+from streaming.sources.postgres.incremental import (
+    SIGNAL_PREFIX,
+    WATERMARK_PREFIX,
+    IncrementalSnapshot,
+)
 from streaming.sources.postgres.pgtypes import SESSION_SETTINGS, TypeRegistry
 from streaming.sources.postgres.snapshot import SnapshotReader
 from streaming.sources.postgres.state import CaptureState
@@ -58,6 +63,7 @@ log = logging.getLogger(__name__)
 
 PG_EPOCH_MS = 946_684_800_000  # 2000-01-01 in Unix milliseconds
 HEARTBEAT_PREFIX = "sluiceway.heartbeat"
+_ROW_TAGS = frozenset(b"IUD")
 _OPTIONS = " ".join(f"-c {k}={v.replace(' ', '')}" for k, v in SESSION_SETTINGS.items())
 
 
@@ -68,6 +74,7 @@ class CaptureStats:
     phase: str = "starting"
     snapshot_rows: int = 0
     snapshot_estimate: int = 0
+    incremental_rows: int = 0
     events: int = 0
     transactions: int = 0
     confirmed_lsn: int = 0
@@ -104,6 +111,7 @@ class PostgresCapture:
         self._admin: Any = None
         self.error: BaseException | None = None  # why `run` ended, if it failed
         self._state_path = CaptureState.path(settings.state_dir, pipeline.name)
+        self.state: CaptureState | None = None
 
     # --- connections -----------------------------------------------------------------------
     def connect(self) -> Any:
@@ -165,10 +173,13 @@ class PostgresCapture:
             cur = repl.cursor()
             start_lsn = 0
             state = CaptureState.load(self._state_path)
+            if state is None or state.slot != self.pipeline.slot:
+                state = CaptureState(self.pipeline.slot, snapshot_done=True)
+            self.state = state
             health = slot_health(catalog, self.pipeline.slot)
             if health is None:
                 start_lsn = self._create_slot(cur, producer)
-            elif state is not None and state.slot == self.pipeline.slot and not state.snapshot_done:
+            elif not state.snapshot_done:
                 self._resume_snapshot(state, producer)
             self._stream(cur, catalog, producer, tracker, start_lsn)
         except psycopg2.errors.UndefinedObject as exc:
@@ -225,7 +236,14 @@ class PostgresCapture:
         catalog.commit()
         assert self._types is not None
         codec = TableCodec(
-            self.pipeline, self.database, table.schema, table.name, columns, table.key, self._types
+            self.pipeline,
+            self.database,
+            table.schema,
+            table.name,
+            columns,
+            table.key,
+            self._types,
+            table.oid,
         )
         self._codecs[table.oid] = codec
         return codec
@@ -238,12 +256,12 @@ class PostgresCapture:
         _slot, consistent_point, snapshot_name, _plugin = cur.fetchone()
         lsn = pg.parse_lsn(consistent_point)
         log.info("created slot %s at %s", self.pipeline.slot, consistent_point)
-        state = CaptureState(self.pipeline.slot, lsn, snapshot_done=False)
-        state.save(self._state_path)
+        self.state = CaptureState(self.pipeline.slot, lsn, snapshot_done=False)
+        self.state.save(self._state_path)
         if self.source.snapshot == "initial":
             self._snapshot(snapshot_name, lsn, producer)
-        state.snapshot_done = True
-        state.save(self._state_path)
+        self.state.snapshot_done = True
+        self.state.save(self._state_path)
         return lsn
 
     def _resume_snapshot(self, state: CaptureState, producer: EventProducer) -> None:
@@ -345,23 +363,27 @@ class PostgresCapture:
             status_interval=max(1, int(self.source.status_seconds)),
         )
         self.stats.phase = "streaming"
+        log.info("streaming from slot %s", self.pipeline.slot)
         state = _StreamState(self, catalog, producer, tracker)
         next_status = next_heartbeat = next_health = time.monotonic()
         while not self.stop.is_set():
             message = cur.read_message()
             if message is not None:
                 state.handle(message.payload, message.data_start)
-                if state.handled % 2000:
+                if state.handled % 2000 and not state.incremental.ready():
                     continue
             else:
                 select.select([cur], [], [], 0.2)
             now = time.monotonic()
             producer.serve()
+            state.incremental.tick()
+            self.stats.incremental_rows = state.incremental.rows_emitted
             if now >= next_status:
                 confirmed = tracker.confirmed()
                 if confirmed > self.stats.confirmed_lsn:
                     cur.send_feedback(flush_lsn=confirmed)
                     self.stats.confirmed_lsn = confirmed
+                    self._persist_incremental(state.incremental.confirmed(confirmed))
                 next_status = now + self.source.status_seconds
                 self._report()
             if now >= next_heartbeat:
@@ -376,8 +398,16 @@ class PostgresCapture:
         confirmed = tracker.confirmed()
         cur.send_feedback(flush_lsn=confirmed, force=True)
         self.stats.confirmed_lsn = confirmed
+        self._persist_incremental(state.incremental.confirmed(confirmed))
         self.stats.phase = "stopped"
         self._report()
+
+    def _persist_incremental(self, progress: dict[str, Any] | bool | None) -> None:
+        # Incremental snapshot progress reaches the file only once Kafka confirmed its chunk.
+        if progress is False or self.state is None:
+            return
+        self.state.incremental = progress  # type: ignore[assignment]
+        self.state.save(self._state_path)
 
     def _check_wal(self, health: SlotHealth | None) -> None:
         if health is None:
@@ -411,6 +441,7 @@ class PostgresCapture:
             message.columns,
             table.key,
             self._types,
+            message.oid,
         )
         self._codecs[message.oid] = codec
         self._ensure_topics([codec.topic])
@@ -439,13 +470,16 @@ class _StreamState:
         self.order = 0
         self.as_connect = capture.pipeline.topics.format == "connect-json"
         self.transactions = capture.pipeline.topics.transaction_topic
+        progress = capture.state.incremental if capture.state else None
+        self.incremental = IncrementalSnapshot(capture, catalog, progress)
 
     def handle(self, payload: bytes, lsn: int) -> None:
         self.handled += 1
+        if payload[0] in _ROW_TAGS:  # the hot path: no message objects for row changes
+            self._change(payload, lsn)
+            return
         message = pg.decode(payload)
-        if isinstance(message, pg.Insert | pg.Update | pg.Delete):
-            self._change(message, lsn)
-        elif isinstance(message, pg.Begin):
+        if isinstance(message, pg.Begin):
             self.begin = message
             self.batch = self.tracker.open()
             self.now_ms = int(time.time() * 1000)
@@ -455,10 +489,16 @@ class _StreamState:
             assert self.batch is not None
             if self.transactions and self.order:
                 self._transaction_end()
+            self.incremental.seal(message.end_lsn)
             self.tracker.seal(self.batch, message.end_lsn)
             self.capture.stats.transactions += 1
             self.capture.stats.last_commit_ms = self.commit_ms
             self.batch = None
+        elif isinstance(message, pg.LogicalMessage):
+            if message.prefix == WATERMARK_PREFIX:
+                self.incremental.on_watermark(message.content, message.lsn, self._snapshot_row)
+            elif message.prefix == SIGNAL_PREFIX:
+                self.incremental.on_signal(message.content)
         elif isinstance(message, pg.Relation):
             self.capture.relation(self.catalog, message)
         elif isinstance(message, pg.Truncate):
@@ -468,12 +508,19 @@ class _StreamState:
             assert self.capture._types is not None
             self.capture._types.load(load_types(self.catalog, [message.oid]))
 
-    def _source(self, codec: TableCodec, lsn: int) -> dict[str, Any]:
+    def _source(self, codec: TableCodec, lsn: int, snapshot: str = "false") -> dict[str, Any]:
         assert self.begin is not None
-        return codec.source(self.commit_ms, "false", self.begin.xid, lsn, self.begin.final_lsn)
+        return codec.source(self.commit_ms, snapshot, self.begin.xid, lsn, self.begin.final_lsn)
+
+    def _snapshot_row(self, codec: TableCodec, values: list[pg.Value], lsn: int) -> None:
+        # A row of an incremental snapshot chunk, emitted in the high watermark's transaction.
+        source = self._source(codec, lsn, "incremental")
+        self._emit(codec, codec.event("r", None, values, source, self.now_ms))
 
     def _emit(self, codec: TableCodec, event: ChangeEvent) -> None:
         assert self.batch is not None and self.begin is not None
+        if self.incremental.chunk is not None and event.source["snapshot"] == "false":
+            self.incremental.discard(codec.oid, event.key)
         self.order += 1
         if self.transactions:
             event.transaction = {
@@ -483,20 +530,23 @@ class _StreamState:
             }
         self.capture._send(self.producer, self.batch, codec, event, self.as_connect)
 
-    def _change(self, message: pg.Insert | pg.Update | pg.Delete, lsn: int) -> None:
-        codec = self.capture._codecs[message.relation_oid]
+    def _change(self, payload: bytes, lsn: int) -> None:
+        op, oid, old, new = pg.row_values(payload)
+        codec = self.capture._codecs[oid]
         source = self._source(codec, lsn)
-        if isinstance(message, pg.Insert):
-            self._emit(codec, codec.event("c", None, message.new, source, self.now_ms))
-        elif isinstance(message, pg.Delete):
-            self._emit(codec, codec.event("d", message.old, None, source, self.now_ms))
+        if op == "c":
+            self._emit(codec, codec.event("c", None, new, source, self.now_ms))
+        elif op == "d":
+            self._emit(codec, codec.event("d", old, None, source, self.now_ms))
         else:
-            event = codec.event("u", message.old, message.new, source, self.now_ms)
+            event = codec.event("u", old, new, source, self.now_ms)
             old_key = codec.key_of(event.before) if event.before is not None else None
+            if old_key is not None:
+                self.incremental.discard(oid, old_key)
             if old_key is not None and old_key != event.key:
                 # The primary key changed: a delete of the old key and a create of the new one,
                 # as Debezium emits, so consumers keyed by primary key drop the old row.
-                self._emit(codec, codec.event("d", message.old, None, source, self.now_ms))
+                self._emit(codec, codec.event("d", old, None, source, self.now_ms))
                 event.op = "c"
                 event.before = None
             self._emit(codec, event)

@@ -65,7 +65,9 @@ class TableCodec:
         columns: Sequence[Column],
         key: Sequence[str],
         types: TypeRegistry,
+        oid: int = 0,
     ) -> None:
+        self.oid = oid
         self.schema = schema
         self.table = table
         self.names = [c.name for c in columns]
@@ -84,6 +86,11 @@ class TableCodec:
 
     def row(self, values: Sequence[Value]) -> tuple[dict[str, Any], list[str]]:
         """A row dict of typed values, and the names of unchanged TOASTed columns."""
+        if UNCHANGED_TOAST not in values:  # the common case, one pass in C
+            return {
+                name: None if value is None else convert(value)  # type: ignore[arg-type]
+                for name, convert, value in zip(self.names, self.converters, values, strict=False)
+            }, []
         out: dict[str, Any] = {}
         unchanged: list[str] = []
         for name, convert, value in zip(self.names, self.converters, values, strict=False):

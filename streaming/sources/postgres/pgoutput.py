@@ -33,6 +33,7 @@ __all__ = [
     "decode",
     "format_lsn",
     "parse_lsn",
+    "row_values",
 ]
 
 
@@ -142,6 +143,8 @@ Message = (
 
 _I16 = struct.Struct("!h")
 _I32 = struct.Struct("!i")
+_I16_unpack = _I16.unpack_from
+_I32_unpack = _I32.unpack_from
 _U32 = struct.Struct("!I")
 _BEGIN = struct.Struct("!QqI")
 _COMMIT = struct.Struct("!BQQq")
@@ -166,29 +169,32 @@ def _cstring(buf: bytes, pos: int) -> tuple[str, int]:
 
 
 def _tuple(buf: bytes, pos: int) -> tuple[list[Value], int]:
-    (count,) = _I16.unpack_from(buf, pos)
+    # The hottest loop of capture: locals only, the common text kind tested first.
+    (count,) = _I16_unpack(buf, pos)
     pos += 2
     values: list[Value] = []
     append = values.append
+    unpack = _I32_unpack
     for _ in range(count):
         kind = buf[pos]
-        pos += 1
         if kind == 0x74:  # 't' text
-            (length,) = _I32.unpack_from(buf, pos)
-            pos += 4
+            (length,) = unpack(buf, pos + 1)
+            pos += 5
             append(buf[pos : pos + length].decode())
             pos += length
         elif kind == 0x6E:  # 'n' null
             append(None)
+            pos += 1
         elif kind == 0x75:  # 'u' unchanged TOAST
             append(UNCHANGED_TOAST)
+            pos += 1
         elif kind == 0x62:  # 'b' binary (only with the binary option)
-            (length,) = _I32.unpack_from(buf, pos)
-            pos += 4
+            (length,) = unpack(buf, pos + 1)
+            pos += 5
             append(bytes(buf[pos : pos + length]))
             pos += length
         else:
-            raise PgOutputError(f"unknown tuple value kind {chr(kind)!r} at byte {pos - 1}")
+            raise PgOutputError(f"unknown tuple value kind {chr(kind)!r} at byte {pos}")
     return values, pos
 
 
@@ -223,6 +229,23 @@ def _update(buf: bytes) -> Update:
         raise PgOutputError(f"update of relation {oid}: expected 'N', got {kind!r}")
     new, _ = _tuple(buf, pos + 1)
     return Update(oid, old_kind, old, new)
+
+
+def row_values(payload: bytes) -> tuple[str, int, list[Value] | None, list[Value] | None]:
+    """The fast path for row messages: (op, relation oid, old values, new values).
+
+    op is 'c' (Insert), 'u' (Update) or 'd' (Delete); old values are None unless PostgreSQL
+    sent an old tuple, new values None for a Delete. Capture calls this for 'I', 'U' and 'D'
+    messages instead of `decode`, skipping the message objects.
+    """
+    tag = payload[0]
+    (oid,) = _U32.unpack_from(payload, 1)
+    if tag == 0x49:
+        return "c", oid, None, _tuple(payload, 6)[0]
+    if tag == 0x44:
+        return "d", oid, _tuple(payload, 6)[0], None
+    update = _update(payload)
+    return "u", oid, update.old, update.new
 
 
 def decode(payload: bytes) -> Message:

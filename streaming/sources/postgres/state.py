@@ -15,6 +15,7 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 __all__ = ["CaptureState"]
 
@@ -26,6 +27,8 @@ class CaptureState:
     slot: str
     consistent_point: int = 0
     snapshot_done: bool = False
+    # An incremental snapshot under way: {"id", "tables", "last_key"} as last confirmed.
+    incremental: dict[str, Any] | None = None
 
     @staticmethod
     def path(state_dir: Path, pipeline: str) -> Path:
