@@ -59,6 +59,9 @@ def describe_errors(
             continue
         described = _field_description(model, loc)
         hint = f" ({described})" if described else ""
+        if error["type"] == "missing":
+            lines.append(f"  {path}: missing; add {path}{hint} in {source}")
+            continue
         where = source
         if env_prefix:
             where += (

@@ -488,7 +488,7 @@ class _StreamState:
         elif isinstance(message, pg.Commit):
             assert self.batch is not None
             if self.transactions and self.order:
-                self._transaction_end()
+                self._transaction_marker("END")
             self.incremental.seal(message.end_lsn)
             self.tracker.seal(self.batch, message.end_lsn)
             self.capture.stats.transactions += 1
@@ -521,6 +521,8 @@ class _StreamState:
         assert self.batch is not None and self.begin is not None
         if self.incremental.chunk is not None and event.source["snapshot"] == "false":
             self.incremental.discard(codec.oid, event.key)
+        if self.transactions and self.order == 0:
+            self._transaction_marker("BEGIN")
         self.order += 1
         if self.transactions:
             event.transaction = {
@@ -560,9 +562,13 @@ class _StreamState:
         )
         self._emit(codec, event)
 
-    def _transaction_end(self) -> None:
+    def _transaction_marker(self, status: str) -> None:
+        # Debezium's transaction metadata: BEGIN before a transaction's first event, END with
+        # its event count after the last (transactions without events, e.g. heartbeats, skip).
         assert self.begin is not None and self.batch is not None
         topic = f"{self.capture.pipeline.topic_prefix}.transaction"
         txid = f"{self.begin.xid}:{self.begin.final_lsn}"
-        value = {"status": "END", "id": txid, "event_count": self.order, "ts_ms": self.commit_ms}
+        value: dict[str, Any] = {"status": status, "id": txid, "ts_ms": self.commit_ms}
+        if status == "END":
+            value["event_count"] = self.order
         self.producer.send(self.batch, topic, encode_json({"id": txid}), encode_json(value))

@@ -1,0 +1,58 @@
+"""Pipeline specifications: the demo loads, mistakes are named with field, value and fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sluiceway.errors import ConfigError
+from sluiceway.pipeline import PIPELINES_DIR, TableSelection, list_pipelines, load_pipeline
+
+
+def test_every_shipped_pipeline_loads() -> None:
+    pipelines = list_pipelines()
+    assert "shop" in {p.name for p in pipelines}
+    shop = load_pipeline("shop")
+    assert shop.slot == "sluiceway_shop" and shop.topic_prefix == "shop"
+    assert shop.source.tables.matches("public", "orders")
+    assert not shop.source.tables.matches("public", "audit_log")
+    assert PIPELINES_DIR.is_dir()
+
+
+def test_selection_patterns() -> None:
+    selection = TableSelection(include=["public.*", "sales.order?"], exclude=["public.tmp_*"])
+    assert selection.matches("public", "customers")
+    assert selection.matches("sales", "orders")
+    assert not selection.matches("public", "tmp_import")
+    with pytest.raises(ValueError, match="must be schema-qualified"):
+        TableSelection(include=["customers"])
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("name: Shop!\nsource: {kind: postgres}\n", "must be lowercase letters"),
+        ("name: x\nsource: {kind: postgres, snapshot_workers: 0}\n", "source.snapshot_workers = 0"),
+        ("name: x\nsource: {kind: oracle}\n", "source.kind = oracle"),
+        (
+            "name: x\nsource: {kind: postgres}\ntopics: {partitons: 3}\n",
+            "topics.partitons: unknown",
+        ),
+        ("name: x\n", "source: missing; add source"),
+        ("- a list\n", "must hold a mapping"),
+        ("name: [unclosed\n", "is not valid YAML"),
+    ],
+)
+def test_mistakes_are_named(tmp_path: Path, text: str, expected: str) -> None:
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_pipeline(spec)
+    assert expected in str(info.value)
+    assert str(spec) in str(info.value)
+
+
+def test_unknown_pipeline_lists_known_ones() -> None:
+    with pytest.raises(ConfigError, match=r"known: .*shop"):
+        load_pipeline("nope")
