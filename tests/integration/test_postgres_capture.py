@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -102,3 +103,43 @@ def _connect_like(settings: Settings, database: str) -> Any:
     conn = postgres_connection(settings.postgres, database=database)
     conn.autocommit = True
     return conn
+
+
+def test_connection_loss_is_retried_and_nothing_is_lost(
+    settings: Settings, stack: Stack, unique: str
+) -> None:
+    require(stack, "postgres")
+    with temporary_database(settings, unique) as conn:
+        with conn.cursor() as cur:
+            cur.execute(
+                "CREATE TABLE accounts (id int PRIMARY KEY, name text, amount numeric(20, 3), "
+                "note text)"
+            )
+        writer_conn = _connect_like(settings, unique)
+        writer = threading.Thread(target=_workload, args=(writer_conn, "accounts", 3000, 9))
+        with capture_running(settings, make_pipeline(unique)) as capture:
+            wait_caught_up(capture, conn)
+            writer.start()
+            try:
+                for _ in range(2):  # cut the replication connection twice, mid-workload
+                    time.sleep(0.3)
+                    pid = _walsender(conn, f"sluiceway_{unique}")
+                    with conn.cursor() as cur:
+                        cur.execute("SELECT pg_terminate_backend(%s)", (pid,))
+                    deadline = time.monotonic() + 30
+                    while _walsender(conn, f"sluiceway_{unique}") in (None, pid):
+                        assert time.monotonic() < deadline, "capture did not reconnect"
+                        time.sleep(0.1)
+            finally:
+                writer.join()
+            wait_caught_up(capture, conn, timeout=120)
+        writer_conn.close()
+        records = read_topic(settings, f"{unique}.public.accounts")
+        assert rebuild_state(records) == _source_rows(conn, "accounts")
+
+
+def _walsender(conn: Any, slot: str) -> int | None:
+    with conn.cursor() as cur:
+        cur.execute("SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (slot,))
+        row = cur.fetchone()
+    return row[0] if row else None
