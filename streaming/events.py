@@ -22,6 +22,7 @@ Two serialisations: plain JSON (the default), and Kafka Connect's JsonConverter 
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -31,9 +32,11 @@ import orjson
 __all__ = [
     "UNAVAILABLE",
     "ChangeEvent",
+    "ColumnSchema",
     "ConnectSchema",
     "Field",
     "Op",
+    "TableSchema",
     "encode_json",
     "topic_name",
 ]
@@ -78,6 +81,62 @@ class ChangeEvent:
         return envelope
 
 
+@dataclass(frozen=True, slots=True)
+class ColumnSchema:
+    """A column's type in Sluiceway's logical terms, plus the source's own spelling.
+
+    ``type`` is one of int16 int32 int64 float32 float64 decimal boolean string bytes date
+    time timestamp timestamptz interval json uuid array; ``decimal`` carries precision and
+    scale when the source declares them (None: unconstrained); ``array`` names its ``items``.
+    """
+
+    name: str
+    type: str
+    source_type: str
+    key: bool = False
+    precision: int | None = None
+    scale: int | None = None
+    items: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TableSchema:
+    """One shape of one table. Published once to ``<prefix>.schemas`` (compacted, keyed by
+    `id`); every event names the shape it has in ``source.schema_id``, so loaders create and
+    evolve target tables with exact types without asking the source."""
+
+    schema: str
+    table: str
+    columns: tuple[ColumnSchema, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """The record published to the schema topic."""
+        return {
+            "schema": self.schema,
+            "table": self.table,
+            "columns": [
+                {k: getattr(c, k) for k in ColumnSchema.__slots__ if getattr(c, k) is not None}
+                for c in self.columns
+            ],
+        }
+
+    @property
+    def id(self) -> str:
+        """A content hash: the same shape always has the same id."""
+        canonical = orjson.dumps(self.to_json(), option=orjson.OPT_SORT_KEYS)
+        return hashlib.sha256(canonical).hexdigest()[:16]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TableSchema:
+        """Read a schema record back."""
+        return cls(data["schema"], data["table"], tuple(ColumnSchema(**c) for c in data["columns"]))
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        """The primary key columns."""
+        return tuple(c.name for c in self.columns if c.key)
+
+
 def encode_json(value: Any) -> bytes:
     """Serialise with orjson (NaN never reaches here: the type layer turns it into a string)."""
     return orjson.dumps(value)
@@ -97,7 +156,7 @@ class Field:
 _SOURCE_FIELDS = [
     ("version", "string"), ("connector", "string"), ("name", "string"), ("ts_ms", "int64"),
     ("snapshot", "string"), ("db", "string"), ("schema", "string"), ("table", "string"),
-    ("txId", "int64"), ("lsn", "int64"), ("commit_lsn", "int64"),
+    ("txId", "int64"), ("lsn", "int64"), ("commit_lsn", "int64"), ("schema_id", "string"),
 ]  # fmt: skip
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from sluiceway.settings import Settings
 from stack.manager import Stack
-from streaming.events import UNAVAILABLE
+from streaming.events import UNAVAILABLE, TableSchema
 from tests.integration.capture_support import (
     capture_running,
     make_pipeline,
@@ -122,6 +122,22 @@ def test_every_type_round_trips_in_snapshot_and_stream(
                 _insert(conn, 100 + row_id)  # read from the log
             wait_caught_up(capture, conn)
         events = [orjson.loads(v) for _, v in read_topic(settings, f"{unique}.public.typed") if v]
+        schemas = {
+            orjson.loads(k)["id"]: TableSchema.from_json(orjson.loads(v))
+            for k, v in read_topic(settings, f"{unique}.schemas")
+            if k and v
+        }
+    shape = schemas[events[0]["source"]["schema_id"]]
+    columns = {c.name: c for c in shape.columns}
+    assert shape.key == ("id",)
+    assert (columns["n_scaled"].type, columns["n_scaled"].precision, columns["n_scaled"].scale) == (
+        "decimal", 38, 10,
+    )  # fmt: skip
+    assert (columns["n"].type, columns["n"].precision) == ("decimal", None)
+    assert (columns["arr_i"].type, columns["arr_i"].items) == ("array", "int32")
+    assert (columns["dom"].type, columns["m"].type) == ("int32", "string")
+    assert (columns["tstz"].type, columns["vc"].source_type) == ("timestamptz", "varchar(10)")
+    assert (columns["jb"].type, columns["by"].type, columns["u"].type) == ("json", "bytes", "uuid")
     by_id = {e["after"]["id"]: e for e in events}
     for row_id, (_, expected) in ROWS.items():
         for captured_id, op in ((row_id, "r"), (100 + row_id, "c")):

@@ -112,6 +112,8 @@ class PostgresCapture:
         self.error: BaseException | None = None  # why `run` ended, if it failed
         self._state_path = CaptureState.path(settings.state_dir, pipeline.name)
         self.state: CaptureState | None = None
+        self._producer: EventProducer | None = None
+        self._published: set[str] = set()
 
     # --- connections -----------------------------------------------------------------------
     def connect(self) -> Any:
@@ -166,6 +168,8 @@ class PostgresCapture:
         catalog = self.connect()
         tracker = DeliveryTracker()
         producer = EventProducer(self.settings.kafka, tracker)
+        self._producer = producer
+        self._published = set()
         repl = None
         try:
             self._prepare(catalog)
@@ -214,16 +218,41 @@ class PostgresCapture:
         self._types.load(load_types(catalog))
         catalog.commit()
         self._admin = kafka_admin(self.settings.kafka)
+        self._ensure_topics([])  # the schema topic first: codecs publish into it
         names = [self._codec_for_table(catalog, t).topic for t in tables]
         self._ensure_topics(names)
 
+    @property
+    def schema_topic(self) -> str:
+        """Where table shapes are published (compacted, keyed by schema id)."""
+        return f"{self.pipeline.topic_prefix}.schemas"
+
     def _ensure_topics(self, names: list[str]) -> None:
+        if self.schema_topic not in self._topics:
+            compacted = self.pipeline.topics.model_copy(
+                update={"cleanup_policy": "compact", "retention_ms": -1}
+            )
+            ensure_topics(self._admin, [self.schema_topic], compacted, partitions=1)
+            self._topics.add(self.schema_topic)
         wanted = [n for n in names if n not in self._topics]
         if self.pipeline.topics.transaction_topic:
             wanted.append(f"{self.pipeline.topic_prefix}.transaction")
         if wanted:
             ensure_topics(self._admin, wanted, self.pipeline.topics)
             self._topics.update(wanted)
+
+    def _publish_schema(self, codec: TableCodec) -> None:
+        # Before any event that names it; loaders wait for a schema id they have not seen.
+        if self._producer is None or codec.schema_id in self._published:
+            return
+        tracker = self._producer.tracker
+        batch = tracker.open()
+        key = encode_json({"id": codec.schema_id})
+        self._producer.send(
+            batch, self.schema_topic, key, encode_json(codec.table_schema.to_json())
+        )
+        tracker.seal(batch, 0)
+        self._published.add(codec.schema_id)
 
     def _codec_for_table(self, catalog: Any, table: TableInfo) -> TableCodec:
         with catalog.cursor() as cur:
@@ -246,6 +275,7 @@ class PostgresCapture:
             table.oid,
         )
         self._codecs[table.oid] = codec
+        self._publish_schema(codec)
         return codec
 
     # --- snapshot --------------------------------------------------------------------------
@@ -445,6 +475,7 @@ class PostgresCapture:
         )
         self._codecs[message.oid] = codec
         self._ensure_topics([codec.topic])
+        self._publish_schema(codec)
         return codec
 
 

@@ -12,11 +12,20 @@ from collections.abc import Sequence
 from typing import Any
 
 from sluiceway.pipeline import Pipeline
-from streaming.events import UNAVAILABLE, ChangeEvent, ConnectSchema, Field, Op, topic_name
+from streaming.events import (
+    UNAVAILABLE,
+    ChangeEvent,
+    ColumnSchema,
+    ConnectSchema,
+    Field,
+    Op,
+    TableSchema,
+    topic_name,
+)
 from streaming.sources.postgres.pgoutput import UNCHANGED_TOAST, Column, Value
 from streaming.sources.postgres.pgtypes import TypeRegistry
 
-__all__ = ["CONNECTOR", "TableCodec", "connect_field"]
+__all__ = ["CONNECTOR", "TableCodec", "column_schema", "connect_field"]
 
 CONNECTOR = "postgresql"
 VERSION = "sluiceway-0.1"
@@ -39,6 +48,44 @@ _CONNECT_TYPES = {
     "timestamptz": ("string", "io.debezium.time.ZonedTimestamp"),
     "interval": ("string", "io.debezium.time.Interval"),
 }
+
+
+_LOGICAL = {
+    "int2": "int16", "int4": "int32", "int8": "int64", "oid": "int64",
+    "float4": "float32", "float8": "float64", "numeric": "decimal", "bool": "boolean",
+    "bytea": "bytes", "date": "date", "time": "time", "timetz": "time",
+    "timestamp": "timestamp", "timestamptz": "timestamptz", "interval": "interval",
+    "json": "json", "jsonb": "json", "uuid": "uuid",
+}  # fmt: skip
+
+
+def _logical(oid: int, types: TypeRegistry) -> str:
+    pg_type = types.base(oid)
+    if pg_type is None:
+        return "string"
+    if pg_type.category == "A" and pg_type.element:
+        return "array"
+    return _LOGICAL.get(pg_type.name, "string")
+
+
+def column_schema(column: Column, key: bool, types: TypeRegistry) -> ColumnSchema:
+    """A column's logical type; numeric's precision and scale come from its type modifier."""
+    logical = _logical(column.type_oid, types)
+    name = types.name(column.type_oid)
+    precision = scale = None
+    items = None
+    modifier = column.type_modifier
+    if logical == "decimal" and modifier >= 4:
+        precision = ((modifier - 4) >> 16) & 0xFFFF
+        scale = (modifier - 4) & 0xFFFF
+        scale = scale - 0x10000 if scale > 0x7FFF else scale  # PostgreSQL 15: negative scales
+        name = f"numeric({precision},{scale})"
+    elif name in ("varchar", "bpchar") and modifier >= 4:
+        name = f"{name}({modifier - 4})"
+    if logical == "array":
+        base = types.base(column.type_oid)
+        items = _logical(base.element, types) if base is not None else "string"
+    return ColumnSchema(column.name, logical, name, key, precision, scale, items)
 
 
 def connect_field(name: str, oid: int, types: TypeRegistry) -> Field:
@@ -77,6 +124,12 @@ class TableCodec:
         self.topic = topic_name(pipeline.topic_prefix, schema, table)
         self.server = pipeline.topic_prefix
         self.database = database
+        self.table_schema = TableSchema(
+            schema,
+            table,
+            tuple(column_schema(c, c.name in self.key, types) for c in columns),
+        )
+        self.schema_id = self.table_schema.id
         self.connect = ConnectSchema(
             self.server,
             schema,
@@ -125,6 +178,7 @@ class TableCodec:
             "txId": tx_id,
             "lsn": lsn,
             "commit_lsn": commit_lsn,
+            "schema_id": self.schema_id,
         }
 
     def event(
