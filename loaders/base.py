@@ -1,0 +1,90 @@
+"""The one base every target shares: what a load batch is and what a sink must do with it.
+
+A `LoadBatch` is what the runner read from Kafka since the last write: per source table, its
+shape and its changes in offset order, plus the next offset of every partition read. A `Sink`
+applies the batch to its target:
+
+- **current state**: one row per primary key, upserts and deletes applied, guarded by
+  position — a change older than what the target holds (by ``(commit_lsn, lsn)``) never
+  overwrites it, so replays and out-of-order windows leave the same rows; deleted keys keep a
+  guard entry so an old insert replayed later cannot resurrect them; TOAST-unchanged columns
+  keep the stored value;
+- **history**: every change appended with its op, position and timestamps, once per
+  (topic, partition, offset);
+- **offsets**: stored with the rows, in the same transaction where the target is
+  transactional, so a crash between the two cannot happen (effectively once).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Literal
+
+from loaders.changes import Change, TableRef
+from streaming.events import TableSchema
+
+__all__ = ["LoadBatch", "Mode", "Sink", "TableBatch", "latest_per_key"]
+
+Mode = Literal["current", "history", "both"]
+
+POSITION = ("_sluiceway_commit_lsn", "_sluiceway_lsn")
+
+
+@dataclass
+class TableBatch:
+    """The changes of one source table in one batch, in Kafka order."""
+
+    table: TableRef
+    schema: TableSchema
+    changes: list[Change] = field(default_factory=list)
+
+
+@dataclass
+class LoadBatch:
+    """What one write applies: table changes and the offsets that follow them."""
+
+    group: str
+    # per (source table, schema id), in arrival order: an older shape's rows come first
+    tables: dict[tuple[TableRef, str], TableBatch] = field(default_factory=dict)
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # next offset to read
+
+    def rows(self) -> int:
+        return sum(len(t.changes) for t in self.tables.values())
+
+
+def latest_per_key(changes: list[Change]) -> list[Change]:
+    """The newest change of each key (by position), TOAST-unchanged values carried over
+    from an older change of the same key in the batch where it had them."""
+    latest: dict[bytes | str, Change] = {}
+    for change in changes:
+        if change.key is None or change.op == "t":
+            continue
+        key = repr(sorted(change.key.items()))
+        held = latest.get(key)
+        if held is not None and held.position > change.position:
+            continue
+        if change.unchanged and held is not None and held.row is not None and change.row:
+            for column in list(change.unchanged):
+                if column not in held.unchanged and column in held.row:
+                    change.row[column] = held.row[column]
+                    change.unchanged.remove(column)
+        latest[key] = change
+    return list(latest.values())
+
+
+class Sink(ABC):
+    """A target: DuckDB, PostgreSQL, S3, BigQuery, Snowflake."""
+
+    name: str
+
+    @abstractmethod
+    def stored_offsets(self, group: str) -> dict[tuple[str, int], int]:
+        """The next offset to read per (topic, partition), as the target last stored it."""
+
+    @abstractmethod
+    def write(self, batch: LoadBatch, mode: Mode) -> None:
+        """Apply a batch and store its offsets (atomically where the target allows)."""
+
+    def close(self) -> None:  # noqa: B027 - most sinks hold nothing to release
+        """Release connections."""
