@@ -15,7 +15,7 @@ import re
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
@@ -39,6 +39,7 @@ class LoadStats:
     rows: int = 0
     batches: int = 0
     last_batch_rows: int = 0
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # next offset, stored
 
 
 class Loader:
@@ -103,6 +104,7 @@ class Loader:
         if not batch.offsets:
             return
         self.sink.write(batch, self.mode)
+        self.stats.offsets.update(batch.offsets)
         rows = batch.rows()
         self.stats.rows += rows
         self.stats.batches += 1

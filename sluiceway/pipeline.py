@@ -23,7 +23,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -34,9 +34,12 @@ from sluiceway.validation import describe_errors
 
 __all__ = [
     "PIPELINES_DIR",
+    "DuckDBTarget",
     "Pipeline",
     "PostgresSource",
+    "PostgresTarget",
     "TableSelection",
+    "Target",
     "TopicSettings",
     "list_pipelines",
     "load_pipeline",
@@ -122,14 +125,38 @@ class TopicSettings(_Spec):
         return "compact" in self.cleanup_policy
 
 
+class DuckDBTarget(_Spec):
+    """The embedded default warehouse."""
+
+    kind: Literal["duckdb"] = "duckdb"
+    mode: Literal["current", "history", "both"] = Field(
+        "both", description="current state per key, every change, or both"
+    )
+    path: Path | None = Field(None, description="database file; default <state>/warehouse.duckdb")
+    schema_name: str | None = Field(None, description="target schema; default: the pipeline name")
+
+
+class PostgresTarget(_Spec):
+    """A PostgreSQL database as a target."""
+
+    kind: Literal["postgres"] = "postgres"
+    mode: Literal["current", "history", "both"] = Field("both", description="what to keep")
+    database: str | None = Field(None, description="database; default: settings' postgres.database")
+    schema_name: str | None = Field(None, description="target schema; default: the pipeline name")
+
+
+Target = Annotated[DuckDBTarget | PostgresTarget, Field(discriminator="kind")]
+
+
 class Pipeline(_Spec):
-    """One pipeline: a source, its change topics, and (later) what consumes them."""
+    """One pipeline: a source, its change topics, and the targets that load them."""
 
     name: str = Field(description="lowercase identifier: letters, digits, _")
     description: str = ""
     owner: str | None = Field(None, description="team or person, shown in the orchestrator")
     source: PostgresSource
     topics: TopicSettings = TopicSettings()
+    targets: list[Target] = Field([], description="where the change topics are loaded")
 
     @model_validator(mode="after")
     def _name(self) -> Pipeline:
@@ -150,6 +177,14 @@ class Pipeline(_Spec):
     @property
     def topic_prefix(self) -> str:
         return self.topics.prefix or self.name
+
+    def target(self, kind: str) -> DuckDBTarget | PostgresTarget:
+        """The pipeline's target of that kind."""
+        for target in self.targets:
+            if target.kind == kind:
+                return target
+        kinds = ", ".join(t.kind for t in self.targets) or "none"
+        raise ConfigError(f"pipeline {self.name} has no {kind} target (it has: {kinds})")
 
 
 def load_pipeline(name_or_path: str | Path, directory: Path = PIPELINES_DIR) -> Pipeline:

@@ -1,10 +1,12 @@
-"""PostgreSQL -> capture -> Kafka -> loader -> DuckDB: the target equals the source."""
+"""PostgreSQL -> capture -> Kafka -> loader -> DuckDB or PostgreSQL: target equals source."""
 
 from __future__ import annotations
 
 import random
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,9 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from loaders.base import Sink
 from loaders.duckdb import DuckDBSink
+from loaders.postgres import PostgresSink
 from loaders.runner import Loader
 from sluiceway.connect import postgres_connection
 from sluiceway.settings import Settings
@@ -85,30 +89,61 @@ def _pg_rows(conn: Any) -> list[tuple[Any, ...]]:
         return [(*r[:6], r[6]) for r in cur.fetchall()]
 
 
-def _duck_rows(sink: DuckDBSink, schema: str) -> list[tuple[Any, ...]]:
-    rows = sink.conn.execute(f'SELECT {COLUMNS} FROM "{schema}".orders ORDER BY id').fetchall()
-    return [(*r[:6], orjson.loads(r[6]) if r[6] is not None else None) for r in rows]
+def _query(sink: Sink, query: str) -> list[tuple[Any, ...]]:
+    if isinstance(sink, DuckDBSink):
+        return [tuple(r) for r in sink.conn.execute(query).fetchall()]
+    assert isinstance(sink, PostgresSink)
+    with sink.conn.cursor() as cur:
+        cur.execute(query)
+        rows = [tuple(r) for r in cur.fetchall()]
+    sink.conn.commit()
+    return rows
 
 
-def _wait_loaded(loader: Loader, sink_offsets: Any, settings: Settings, prefix: str) -> None:
+def _target_rows(sink: Sink, schema: str) -> list[tuple[Any, ...]]:
+    rows = _query(sink, f'SELECT {COLUMNS} FROM "{schema}".orders ORDER BY id')
+    return [(*r[:6], orjson.loads(r[6]) if isinstance(r[6], str) else r[6]) for r in rows]
+
+
+@contextmanager
+def _sink(kind: str, settings: Settings, name: str, path: Path) -> Iterator[Sink]:
+    if kind == "duckdb":
+        duck = DuckDBSink(path, name)
+        try:
+            yield duck
+        finally:
+            duck.close()
+        return
+    with temporary_database(settings, f"{name}_target"):
+        pg = PostgresSink(settings.postgres, f"{name}_target", name)
+        try:
+            yield pg
+        finally:
+            pg.close()
+
+
+def _wait_loaded(loader: Loader, settings: Settings, prefix: str) -> None:
     deadline = time.monotonic() + 60
     while True:
         high = _high_watermarks(settings, prefix)
-        stored = sink_offsets()
+        stored = loader.stats.offsets
         if all(stored.get(tp, 0) >= end for tp, end in high.items()):
             return
         assert time.monotonic() < deadline, f"loader lag did not reach zero: {stored} < {high}"
         time.sleep(0.2)
 
 
+@pytest.mark.parametrize("kind", ["duckdb", "postgres"])
 def test_continuous_load_equals_source(
-    settings: Settings, stack: Stack, unique: str, tmp_path: Path
+    settings: Settings, stack: Stack, unique: str, tmp_path: Path, kind: str
 ) -> None:
     require(stack, "postgres")
-    with temporary_database(settings, unique) as conn:
+    with (
+        temporary_database(settings, unique) as conn,
+        _sink(kind, settings, unique, tmp_path / "w.duckdb") as sink,
+    ):
         _setup(conn)
         pipeline = make_pipeline(unique)
-        sink = DuckDBSink(tmp_path / "warehouse.duckdb", unique)
         loader = Loader(settings, pipeline, sink, mode="both", batch_rows=500, batch_seconds=0.2)
         writer_conn = postgres_connection(settings.postgres, database=unique)
         writer_conn.autocommit = True
@@ -119,37 +154,35 @@ def test_continuous_load_equals_source(
             _workload(writer_conn, 1500, 4)
             wait_caught_up(capture, conn)
             # Lag returns to zero: the target stored every offset Kafka holds.
-            reader = DuckDBSink.__new__(DuckDBSink)
-            reader.schema, reader.conn = unique, sink.conn.cursor()
-            _wait_loaded(loader, lambda: reader.stored_offsets(loader.group), settings, unique)
+            _wait_loaded(loader, settings, unique)
             loader.stop.set()
             thread.join(30)
         writer_conn.close()
-        assert _duck_rows(sink, unique) == _pg_rows(conn)
+        assert _target_rows(sink, unique) == _pg_rows(conn)
         events = [v for _, v in read_topic(settings, f"{unique}.public.orders") if v]
-        history = sink.conn.execute(f'SELECT count(*) FROM "{unique}".orders__history').fetchone()
-        assert history == (len(events),)  # every change, once
-        sink.close()
+        history = _query(sink, f'SELECT count(*) FROM "{unique}".orders__history')
+        assert history == [(len(events),)]  # every change, once
 
 
+@pytest.mark.parametrize("kind", ["duckdb", "postgres"])
 def test_bounded_window_twice_changes_nothing(
-    settings: Settings, stack: Stack, unique: str, tmp_path: Path
+    settings: Settings, stack: Stack, unique: str, tmp_path: Path, kind: str
 ) -> None:
     require(stack, "postgres")
-    with temporary_database(settings, unique) as conn:
+    with (
+        temporary_database(settings, unique) as conn,
+        _sink(kind, settings, unique, tmp_path / "w.duckdb") as sink,
+    ):
         _setup(conn)
         pipeline = make_pipeline(unique)
         with capture_running(settings, pipeline) as capture:
             _workload(conn, 600, 8)
             wait_caught_up(capture, conn)
-        sink = DuckDBSink(tmp_path / "window.duckdb", unique)
         loader = Loader(settings, pipeline, sink, mode="both", batch_rows=300)
         window = (0, int(time.time() * 1000) + 3_600_000)
         first_rows = loader.load_window(*window)
-        first = _duck_rows(sink, unique)
-        history = sink.conn.execute(f'SELECT count(*) FROM "{unique}".orders__history').fetchone()
+        first = _target_rows(sink, unique)
+        history = _query(sink, f'SELECT count(*) FROM "{unique}".orders__history')
         assert loader.load_window(*window) == first_rows
-        assert _duck_rows(sink, unique) == first == _pg_rows(conn)
-        again = sink.conn.execute(f'SELECT count(*) FROM "{unique}".orders__history').fetchone()
-        assert again == history
-        sink.close()
+        assert _target_rows(sink, unique) == first == _pg_rows(conn)
+        assert _query(sink, f'SELECT count(*) FROM "{unique}".orders__history') == history

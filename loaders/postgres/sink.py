@@ -1,0 +1,188 @@
+"""The PostgreSQL sink: current-state and history tables, offsets in the same transaction.
+
+Each batch is COPYed (text format) into a temporary staging table and applied with the
+statements every SQL target shares (`loaders.sql`); rows, delete guards and offsets commit
+together, so a crash leaves either the whole batch or none of it. Hand-written rather than
+with dlt for the reasons in `loaders.duckdb.sink`.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import psycopg2
+import psycopg2.errors
+from psycopg2 import sql as pgsql
+
+from loaders.base import POSITION, LoadBatch, Mode, Sink, TableBatch, latest_per_key
+from loaders.changes import Change
+from loaders.postgres.types import cast_expression, postgres_type, widens
+from loaders.sql import HISTORY_COLUMNS, Dialect, current_state, history, q, staged_values
+from sluiceway.connect import postgres_connection
+from sluiceway.errors import SinkFatal, SinkUnavailable
+from sluiceway.settings import PostgresSettings
+from streaming.events import ColumnSchema
+
+__all__ = ["PostgresSink"]
+
+OFFSETS = "_sluiceway_offsets"
+
+_DIALECT = Dialect(
+    cast=cast_expression,
+    contains=lambda items, literal: f"{literal} = ANY({items})",
+    temp_table=lambda name, select: [
+        f"DROP TABLE IF EXISTS pg_temp.{name}",
+        f"CREATE TEMP TABLE {name} ON COMMIT DROP AS {select}",
+    ],
+)
+
+_STAGE_META = (
+    "__op text, __commit_lsn bigint, __lsn bigint, __unchanged text[], "
+    "__partition integer, __offset bigint, __ts_ms bigint"
+)
+
+
+def _copy_field(value: Any) -> str:
+    if value is None:
+        return "\\N"
+    if isinstance(value, list):  # __unchanged: a text[] literal
+        items = ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in value)
+        value = "{" + items + "}"
+    text = str(value)
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+class PostgresSink(Sink):
+    """Loads change events into a PostgreSQL database."""
+
+    name = "postgres"
+
+    def __init__(self, settings: PostgresSettings, database: str | None, schema: str) -> None:
+        try:
+            self.conn = postgres_connection(settings, database=database)
+        except psycopg2.OperationalError as exc:
+            raise SinkUnavailable(f"cannot connect to the PostgreSQL target: {exc}") from exc
+        self.schema = schema
+        with self.conn.cursor() as cur:
+            cur.execute(
+                pgsql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(pgsql.Identifier(schema))
+            )
+            cur.execute(
+                f"CREATE TABLE IF NOT EXISTS {q(schema)}.{OFFSETS} (grp text, topic text, "
+                "part integer, next_offset bigint, PRIMARY KEY (grp, topic, part))"
+            )
+        self.conn.commit()
+        self._columns: dict[str, dict[str, str]] = {}
+
+    def table_name(self, batch: TableBatch, suffix: str = "") -> str:
+        """``<schema>.<table><suffix>``."""
+        schema, table = batch.table
+        name = table if schema == "public" else f"{schema}_{table}"
+        return f"{q(self.schema)}.{q(name + suffix)}"
+
+    def stored_offsets(self, group: str) -> dict[tuple[str, int], int]:
+        with self.conn.cursor() as cur:
+            cur.execute(
+                f"SELECT topic, part, next_offset FROM {q(self.schema)}.{OFFSETS} WHERE grp = %s",
+                (group,),
+            )
+            rows = cur.fetchall()
+        self.conn.commit()
+        return {(topic, part): offset for topic, part, offset in rows}
+
+    def _ensure(self, cur: Any, name: str, columns: list[ColumnSchema], extra: list[str]) -> None:
+        known = self._columns.get(name)
+        if known is None:
+            cur.execute(
+                "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+                "WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped",
+                (name,),
+            )
+            known = dict(cur.fetchall())
+            if not known:
+                definition = [f"{q(c.name)} {postgres_type(c)}" for c in columns] + extra
+                cur.execute(f"CREATE TABLE {name} ({', '.join(definition)})")
+                known = {c.name: postgres_type(c) for c in columns}
+            self._columns[name] = known
+        for column in columns:
+            wanted = postgres_type(column)
+            if column.name not in known:
+                cur.execute(f"ALTER TABLE {name} ADD COLUMN {q(column.name)} {wanted}")
+                known[column.name] = wanted
+            elif known[column.name] != wanted:
+                if not widens(known[column.name], wanted):
+                    raise SinkFatal(
+                        f"{name}.{column.name}: the source changed its type from "
+                        f"{known[column.name]} to {wanted}, which would lose or alter values; "
+                        "migrate the column by hand, then resume"
+                    )
+                cur.execute(f"ALTER TABLE {name} ALTER COLUMN {q(column.name)} TYPE {wanted}")
+                known[column.name] = wanted
+
+    def _stage(self, cur: Any, columns: list[ColumnSchema], changes: list[Change]) -> None:
+        values = staged_values(columns, changes)
+        text_columns = ", ".join(f"{q(c.name)} text" for c in columns)
+        cur.execute("DROP TABLE IF EXISTS pg_temp.staged")
+        cur.execute(f"CREATE TEMP TABLE staged ({text_columns}, {_STAGE_META}) ON COMMIT DROP")
+        buffer = io.StringIO()
+        for row in zip(*values.values(), strict=True):
+            buffer.write("\t".join(_copy_field(v) for v in row) + "\n")
+        buffer.seek(0)
+        cur.copy_expert("COPY staged FROM STDIN", buffer)
+
+    def write(self, batch: LoadBatch, mode: Mode) -> None:
+        try:
+            with self.conn.cursor() as cur:
+                for table in batch.tables.values():
+                    if mode in ("current", "both"):
+                        self._current(cur, table)
+                    if mode in ("history", "both"):
+                        self._history(cur, table)
+                rows = [(batch.group, t, p, o) for (t, p), o in batch.offsets.items()]
+                if rows:
+                    cur.executemany(
+                        f"INSERT INTO {q(self.schema)}.{OFFSETS} VALUES (%s, %s, %s, %s) "
+                        "ON CONFLICT (grp, topic, part) DO UPDATE SET next_offset = "
+                        "EXCLUDED.next_offset",
+                        rows,
+                    )
+            self.conn.commit()
+        except psycopg2.OperationalError as exc:
+            self.conn.rollback()
+            raise SinkUnavailable(f"PostgreSQL target: {exc}") from exc
+        except psycopg2.Error as exc:
+            self.conn.rollback()
+            self._columns.clear()  # the rolled-back DDL is gone too
+            raise SinkFatal(f"PostgreSQL target refused the batch: {exc.pgerror or exc}") from exc
+
+    def _current(self, cur: Any, table: TableBatch) -> None:
+        columns = list(table.schema.columns)
+        if not table.schema.key:
+            raise SinkFatal(
+                f"{table.table[0]}.{table.table[1]} has no primary key: load it in history mode"
+            )
+        target, guard = self.table_name(table), self.table_name(table, "__deletes")
+        keys = ", ".join(q(c.name) for c in columns if c.key)
+        position = [f"{POSITION[0]} bigint", f"{POSITION[1]} bigint"]
+        self._ensure(cur, target, columns, [*position, f"PRIMARY KEY ({keys})"])
+        self._ensure(
+            cur, guard, [c for c in columns if c.key], [*position, f"PRIMARY KEY ({keys})"]
+        )
+        changes = latest_per_key(table.changes)
+        if changes:
+            self._stage(cur, columns, changes)
+            for statement in current_state(_DIALECT, target, guard, columns, "staged"):
+                cur.execute(statement)
+
+    def _history(self, cur: Any, table: TableBatch) -> None:
+        columns = list(table.schema.columns)
+        target = self.table_name(table, "__history")
+        self._ensure(cur, target, columns, [f"{n} {t}" for n, t in HISTORY_COLUMNS])
+        changes = [c for c in table.changes if c.op != "t"]
+        if changes:
+            self._stage(cur, columns, changes)
+            cur.execute(history(_DIALECT, target, columns, "staged", changes[0].topic))
+
+    def close(self) -> None:
+        self.conn.close()

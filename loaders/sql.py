@@ -1,0 +1,148 @@
+"""The set-based statements SQL targets share to apply a batch of changes.
+
+Every SQL target stages a batch as text (the event encoding is exact text), then runs the same
+statements, differing only by dialect: how a type is spelled, how a staged string is cast, how
+list membership is written and how a temporary table is made.
+
+Current state, for the newest change of each key in the batch (`latest_per_key`):
+
+1. ``applied`` — staged changes newer, by ``(commit_lsn, lsn)``, than the stored row and than
+   the delete guard of their key (an older change never overwrites a newer one);
+2. ``upserts`` — the new rows of applied inserts and updates, a TOAST-unchanged column taking
+   the stored value;
+3. delete the applied keys from the table and the guard, insert ``upserts``, and record applied
+   deletes in the guard (so an old insert replayed later cannot bring the row back).
+
+History: every staged change inserted once per (topic, partition, offset).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from loaders.base import POSITION
+from loaders.changes import Change
+from streaming.events import ColumnSchema
+
+__all__ = ["HISTORY_COLUMNS", "Dialect", "current_state", "history", "q", "staged_values"]
+
+HISTORY_COLUMNS = [
+    ("_sluiceway_op", "text"),
+    (POSITION[0], "bigint"),
+    (POSITION[1], "bigint"),
+    ("_sluiceway_ts_ms", "bigint"),
+    ("_sluiceway_topic", "text"),
+    ("_sluiceway_partition", "integer"),
+    ("_sluiceway_offset", "bigint"),
+]
+
+
+def _text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | dict):
+        return orjson.dumps(value).decode()
+    return str(value)
+
+
+def staged_values(columns: list[ColumnSchema], changes: list[Change]) -> dict[str, list[Any]]:
+    """The staging columns of a batch: each column as text, then the change's metadata
+    (``__op``, ``__commit_lsn``, ``__lsn``, ``__unchanged``, ``__partition``, ``__offset``,
+    ``__ts_ms``)."""
+    data: dict[str, list[Any]] = {c.name: [] for c in columns}
+    meta: dict[str, list[Any]] = {
+        "__op": [], "__commit_lsn": [], "__lsn": [], "__unchanged": [],
+        "__partition": [], "__offset": [], "__ts_ms": [],
+    }  # fmt: skip
+    for change in changes:
+        row = change.row or {}
+        for column in columns:
+            data[column.name].append(_text(row.get(column.name)))
+        meta["__op"].append(change.op)
+        meta["__commit_lsn"].append(change.position[0])
+        meta["__lsn"].append(change.position[1])
+        meta["__unchanged"].append(change.unchanged)
+        meta["__partition"].append(change.partition)
+        meta["__offset"].append(change.offset)
+        meta["__ts_ms"].append(change.ts_ms)
+    return {**data, **meta}
+
+
+def q(name: str) -> str:
+    """A quoted identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """What differs between SQL targets."""
+
+    cast: Callable[[ColumnSchema, str], str]  # staged text -> typed value
+    contains: Callable[[str, str], str]  # (list expression, string literal) -> boolean SQL
+    temp_table: Callable[[str, str], list[str]]  # (name, SELECT) -> statements
+
+
+def current_state(
+    dialect: Dialect, target: str, guard: str, columns: list[ColumnSchema], staged: str
+) -> list[str]:
+    """The statements applying ``staged`` to ``target`` (see the module docstring)."""
+    key_columns = [c for c in columns if c.key]
+    keys = " AND ".join(f"{dialect.cast(c, 's.' + q(c.name))} = t.{q(c.name)}" for c in key_columns)
+    newer = (
+        f"(s.__commit_lsn > t.{POSITION[0]} OR "
+        f"(s.__commit_lsn = t.{POSITION[0]} AND s.__lsn > t.{POSITION[1]}))"
+    )
+    values = ", ".join(
+        f"CASE WHEN {dialect.contains('s.__unchanged', _literal(c.name))} "
+        f"THEN t.{q(c.name)} ELSE {dialect.cast(c, 's.' + q(c.name))} END"
+        for c in columns
+    )
+    names = ", ".join(q(c.name) for c in columns)
+    key_names = ", ".join(q(c.name) for c in key_columns)
+    key_values = ", ".join(dialect.cast(c, "s." + q(c.name)) for c in key_columns)
+    position = f"{POSITION[0]}, {POSITION[1]}"
+    return [
+        *dialect.temp_table(
+            "applied",
+            f"SELECT s.* FROM {staged} s "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {target} t WHERE {keys} AND NOT {newer}) "
+            f"AND NOT EXISTS (SELECT 1 FROM {guard} t WHERE {keys} AND NOT {newer})",
+        ),
+        *dialect.temp_table(
+            "upserts",
+            f"SELECT {values}, s.__commit_lsn, s.__lsn FROM applied s "
+            f"LEFT JOIN {target} t ON {keys} WHERE s.__op <> 'd'",
+        ),
+        f"DELETE FROM {target} t WHERE EXISTS (SELECT 1 FROM applied s WHERE {keys})",
+        f"DELETE FROM {guard} t WHERE EXISTS (SELECT 1 FROM applied s WHERE {keys})",
+        f"INSERT INTO {target} ({names}, {position}) SELECT * FROM upserts",
+        f"INSERT INTO {guard} ({key_names}, {position}) "
+        f"SELECT {key_values}, s.__commit_lsn, s.__lsn FROM applied s WHERE s.__op = 'd'",
+    ]
+
+
+def history(
+    dialect: Dialect, target: str, columns: list[ColumnSchema], staged: str, topic: str
+) -> str:
+    """The statement appending ``staged`` to the history table, once per Kafka offset."""
+    values = ", ".join(dialect.cast(c, "s." + q(c.name)) for c in columns)
+    names = ", ".join(q(c.name) for c in columns)
+    extra = ", ".join(name for name, _ in HISTORY_COLUMNS)
+    topic_literal = _literal(topic)
+    return (
+        f"INSERT INTO {target} ({names}, {extra}) "
+        f"SELECT {values}, s.__op, s.__commit_lsn, s.__lsn, s.__ts_ms, {topic_literal}, "
+        f"s.__partition, s.__offset FROM {staged} s WHERE NOT EXISTS ("
+        f"SELECT 1 FROM {target} h WHERE h._sluiceway_topic = {topic_literal} "
+        "AND h._sluiceway_partition = s.__partition AND h._sluiceway_offset = s.__offset)"
+    )

@@ -1,0 +1,23 @@
+"""Open the sink a pipeline's target specification names."""
+
+from __future__ import annotations
+
+from loaders.base import Sink
+from sluiceway.pipeline import DuckDBTarget, Pipeline, PostgresTarget
+from sluiceway.settings import Settings
+
+__all__ = ["open_sink"]
+
+
+def open_sink(
+    settings: Settings, pipeline: Pipeline, target: DuckDBTarget | PostgresTarget
+) -> Sink:
+    """The sink for ``target``."""
+    schema = target.schema_name or pipeline.name
+    if isinstance(target, DuckDBTarget):
+        from loaders.duckdb import DuckDBSink
+
+        return DuckDBSink(target.path or settings.state_dir / "warehouse.duckdb", schema)
+    from loaders.postgres import PostgresSink
+
+    return PostgresSink(settings.postgres, target.database, schema)
