@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 import threading
 import time
 import uuid
@@ -68,10 +69,16 @@ class Loader:
         self.schemas = SchemaCatalog(settings.kafka, f"{pipeline.topic_prefix}.schemas")
         self.pattern = rf"^{re.escape(pipeline.topic_prefix)}\.[^.]+\.[^.]+$"
 
-    def _consumer(self, group: str) -> Any:
+    def _consumer(self, group: str, instance: str | None = None) -> Any:
+        config: dict[str, Any] = {}
+        if instance:
+            # Static membership: a restarted loader (same instance id) takes its partitions back
+            # at once, instead of waiting for the dead member's session to time out.
+            config = {"group.instance.id": instance, "session.timeout.ms": 10_000}
         return Consumer(
             {
                 **self.settings.kafka.client_config(),
+                **config,
                 "group.id": group,
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
@@ -113,7 +120,7 @@ class Loader:
     # --- continuous ------------------------------------------------------------------------
     def run(self) -> None:
         """Load until `stop` is set."""
-        consumer = self._consumer(self.group)
+        consumer = self._consumer(self.group, f"{self.group}.{socket.gethostname()}")
 
         def on_assign(c: Any, partitions: list[TopicPartition]) -> None:
             stored = self.sink.stored_offsets(self.group)

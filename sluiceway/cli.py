@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from loaders.cli import load_app
 from orchestration.cli import ui
 from stack.cli import app as stack_app
 from streaming.cli import capture_app, pipelines_app
@@ -18,6 +19,7 @@ app = typer.Typer(
 app.add_typer(stack_app, name="stack")
 app.add_typer(pipelines_app, name="pipelines")
 app.add_typer(capture_app, name="capture")
+app.add_typer(load_app, name="load")
 app.command()(ui)
 
 

@@ -125,24 +125,27 @@ class TopicSettings(_Spec):
         return "compact" in self.cleanup_policy
 
 
-class DuckDBTarget(_Spec):
-    """The embedded default warehouse."""
-
-    kind: Literal["duckdb"] = "duckdb"
+class _Target(_Spec):
     mode: Literal["current", "history", "both"] = Field(
         "both", description="current state per key, every change, or both"
     )
-    path: Path | None = Field(None, description="database file; default <state>/warehouse.duckdb")
     schema_name: str | None = Field(None, description="target schema; default: the pipeline name")
+    batch_rows: int = Field(20_000, ge=1, description="most changes per micro-batch")
+    batch_seconds: float = Field(0.5, gt=0, description="longest wait to fill a micro-batch")
 
 
-class PostgresTarget(_Spec):
+class DuckDBTarget(_Target):
+    """The embedded default warehouse."""
+
+    kind: Literal["duckdb"] = "duckdb"
+    path: Path | None = Field(None, description="database file; default <state>/warehouse.duckdb")
+
+
+class PostgresTarget(_Target):
     """A PostgreSQL database as a target."""
 
     kind: Literal["postgres"] = "postgres"
-    mode: Literal["current", "history", "both"] = Field("both", description="what to keep")
     database: str | None = Field(None, description="database; default: settings' postgres.database")
-    schema_name: str | None = Field(None, description="target schema; default: the pipeline name")
 
 
 Target = Annotated[DuckDBTarget | PostgresTarget, Field(discriminator="kind")]

@@ -113,7 +113,7 @@ class DuckDBSink(Sink):
         widens = (
             (have_u in integers and wanted_u in integers
              and integers.index(wanted_u) > integers.index(have_u))
-            or (have_u, wanted_u) == ("REAL", "DOUBLE")
+            or (have_u, wanted_u) == ("FLOAT", "DOUBLE")
             or (have_u.startswith("DECIMAL") and wanted_u.startswith("DECIMAL"))
             or wanted_u == "VARCHAR"
         )  # fmt: skip

@@ -3,7 +3,7 @@
 | logical | DuckDB | from the event |
 |---|---|---|
 | int16 int32 int64 | SMALLINT INTEGER BIGINT | JSON integer |
-| float32 float64 | REAL DOUBLE | number, or "NaN"/"Infinity"/"-Infinity" |
+| float32 float64 | FLOAT (REAL) DOUBLE | number, or "NaN"/"Infinity"/"-Infinity" |
 | decimal(p, s), p <= 38 | DECIMAL(p, s) | exact string |
 | decimal unconstrained or p > 38 | VARCHAR | exact string (DuckDB stops at 38 digits) |
 | boolean | BOOLEAN | |
@@ -22,11 +22,12 @@ from streaming.events import ColumnSchema
 
 __all__ = ["cast_expression", "duckdb_type"]
 
+# Spelled as DuckDB's information_schema reports them, so a stored column compares equal.
 _SIMPLE = {
-    "int16": "SMALLINT", "int32": "INTEGER", "int64": "BIGINT", "float32": "REAL",
+    "int16": "SMALLINT", "int32": "INTEGER", "int64": "BIGINT", "float32": "FLOAT",
     "float64": "DOUBLE", "boolean": "BOOLEAN", "string": "VARCHAR", "uuid": "UUID",
-    "bytes": "BLOB", "date": "DATE", "timestamp": "TIMESTAMP", "timestamptz": "TIMESTAMPTZ",
-    "interval": "VARCHAR", "json": "JSON",
+    "bytes": "BLOB", "date": "DATE", "timestamp": "TIMESTAMP",
+    "timestamptz": "TIMESTAMP WITH TIME ZONE", "interval": "VARCHAR", "json": "JSON",
 }  # fmt: skip
 
 
@@ -34,9 +35,10 @@ def _scalar(logical: str, column: ColumnSchema | None = None) -> str:
     if logical == "decimal":
         if column is None or column.precision is None or column.precision > 38:
             return "VARCHAR"
-        return f"DECIMAL({column.precision}, {max(column.scale or 0, 0)})"
+        return f"DECIMAL({column.precision},{max(column.scale or 0, 0)})"
     if logical == "time":
-        return "TIMETZ" if column is not None and column.source_type == "timetz" else "TIME"
+        timetz = column is not None and column.source_type == "timetz"
+        return "TIME WITH TIME ZONE" if timetz else "TIME"
     return _SIMPLE.get(logical, "VARCHAR")
 
 

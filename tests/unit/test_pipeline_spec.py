@@ -56,3 +56,29 @@ def test_mistakes_are_named(tmp_path: Path, text: str, expected: str) -> None:
 def test_unknown_pipeline_lists_known_ones() -> None:
     with pytest.raises(ConfigError, match=r"known: .*shop"):
         load_pipeline("nope")
+
+
+def test_target_types_spelled_as_the_targets_report_them() -> None:
+    """A reopened target must see its own columns as unchanged (no spurious type change)."""
+    import duckdb
+
+    from loaders.duckdb.types import duckdb_type
+    from streaming.events import ColumnSchema
+
+    columns = [
+        ColumnSchema("a", "int16", "int2"), ColumnSchema("b", "float32", "float4"),
+        ColumnSchema("c", "decimal", "numeric(14,4)", precision=14, scale=4),
+        ColumnSchema("d", "timestamptz", "timestamptz"), ColumnSchema("e", "time", "timetz"),
+        ColumnSchema("f", "array", "_timestamptz", items="timestamptz"),
+        ColumnSchema("g", "json", "jsonb"), ColumnSchema("h", "bytes", "bytea"),
+    ]  # fmt: skip
+    conn = duckdb.connect()
+    conn.execute(
+        "CREATE TABLE t (" + ", ".join(f"{c.name} {duckdb_type(c)}" for c in columns) + ")"
+    )
+    reported = dict(
+        conn.execute(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 't'"
+        ).fetchall()
+    )
+    assert reported == {c.name: duckdb_type(c) for c in columns}
