@@ -1,0 +1,103 @@
+"""Schema evolution in the targets: new columns appear, types widen, dropped columns stay;
+an incompatible change stops the load with a message that says what to do."""
+
+from __future__ import annotations
+
+import threading
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from loaders.runner import Loader
+from sluiceway.errors import SinkFatal
+from sluiceway.settings import Settings
+from stack.manager import Stack
+from tests.integration.capture_support import (
+    capture_running,
+    make_pipeline,
+    temporary_database,
+    wait_caught_up,
+)
+from tests.integration.conftest import require
+from tests.integration.test_loaders import _query, _sink
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.mark.parametrize("kind", ["duckdb", "postgres"])
+def test_columns_added_widened_and_dropped(
+    settings: Settings, stack: Stack, unique: str, tmp_path: Path, kind: str
+) -> None:
+    require(stack, "postgres")
+    with (
+        temporary_database(settings, unique) as conn,
+        _sink(kind, settings, unique, tmp_path / "w.duckdb") as sink,
+        conn.cursor() as cur,
+    ):
+        cur.execute(
+            "CREATE TABLE items (id int PRIMARY KEY, qty int, price numeric(6, 2), note text)"
+        )
+        cur.execute("INSERT INTO items VALUES (1, 1, 1.50, 'a'), (2, 2, 2.50, 'b')")
+        pipeline = make_pipeline(unique)
+        with capture_running(settings, pipeline) as capture:
+            wait_caught_up(capture, conn)
+            cur.execute("ALTER TABLE items ADD COLUMN color text")
+            cur.execute("INSERT INTO items VALUES (3, 3, 3.50, 'c', 'red')")
+            cur.execute("ALTER TABLE items ALTER COLUMN qty TYPE bigint")
+            cur.execute("ALTER TABLE items ALTER COLUMN price TYPE numeric(12, 4)")
+            cur.execute("INSERT INTO items VALUES (4, 1099511627776, 12345678.1234, 'd', 'blue')")
+            cur.execute("ALTER TABLE items DROP COLUMN note")
+            cur.execute("INSERT INTO items VALUES (5, 5, 5.5, 'green')")
+            wait_caught_up(capture, conn)
+        loader = Loader(settings, pipeline, sink, mode="current", batch_rows=2)
+        loader.load_window(0, int(time.time() * 1000) + 3_600_000)
+        rows = _query(sink, f'SELECT id, qty, price, note, color FROM "{unique}".items ORDER BY id')
+        assert rows == [
+            (1, 1, Decimal("1.50"), "a", None),
+            (2, 2, Decimal("2.50"), "b", None),
+            (3, 3, Decimal("3.50"), "c", "red"),
+            (4, 1099511627776, Decimal("12345678.1234"), "d", "blue"),
+            (5, 5, Decimal("5.5"), None, "green"),  # the dropped column stays, null
+        ]
+
+
+def test_incompatible_change_stops_with_a_clear_message(
+    settings: Settings, stack: Stack, unique: str, tmp_path: Path
+) -> None:
+    require(stack, "postgres")
+    with (
+        temporary_database(settings, unique) as conn,
+        _sink("postgres", settings, unique, tmp_path / "w.duckdb") as sink,
+        conn.cursor() as cur,
+    ):
+        cur.execute("CREATE TABLE codes (id int PRIMARY KEY, code text)")
+        cur.execute("INSERT INTO codes VALUES (1, '10')")
+        # One partition: across partitions shapes arrive in any order, and a target column
+        # simply converges to the wider type of the two (text), which is no error.
+        pipeline = make_pipeline(unique, topics={"partitions": 1})
+        with capture_running(settings, pipeline) as capture:
+            wait_caught_up(capture, conn)
+            cur.execute("ALTER TABLE codes ALTER COLUMN code TYPE integer USING code::integer")
+            cur.execute("INSERT INTO codes VALUES (2, 20)")
+            wait_caught_up(capture, conn)
+        loader = Loader(settings, pipeline, sink, mode="current", batch_rows=1)
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                loader.run()
+            except BaseException as exc:  # noqa: BLE001 - asserted below
+                errors.append(exc)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        thread.join(60)
+        assert not thread.is_alive(), "the loader must stop, not hang"
+        assert len(errors) == 1 and isinstance(errors[0], SinkFatal)
+        message = str(errors[0])
+        assert "codes" in message and "code" in message and "text to integer" in message
+        assert "migrate the column by hand" in message
+        # Nothing of the refused batch landed; the row before the change did.
+        assert _query(sink, f'SELECT id, code FROM "{unique}".codes') == [(1, "10")]
