@@ -12,8 +12,8 @@
 | json | jsonb (json if the source's was json) | JSON text |
 | array of T | T[] (one dimension) | JSON array |
 
-Dates before year 1 (``-0043-03-15``) are outside PostgreSQL's input syntax and fail the load
-with a clear error.
+Dates before year 1 (``-0043-03-15``, astronomical years) are converted with ``make_date``;
+timestamps before year 1 are outside PostgreSQL's input syntax and stop the load.
 """
 
 from __future__ import annotations
@@ -82,6 +82,14 @@ def cast_expression(column: ColumnSchema, ref: str) -> str:
     target = postgres_type(column)
     if column.type == "bytes":
         return f"decode({ref}, 'base64')"
+    if column.type == "date":
+        # ISO 8601 astronomical years ('-0043-03-15' is 44 BC, '0000-…' is 1 BC) are outside
+        # PostgreSQL's input syntax; make_date takes BC years as negative numbers.
+        part = f"split_part(ltrim({ref}, '-'), '-', %d)::int"
+        return (
+            f"(CASE WHEN {ref} ~ '^(-|0000-)' THEN make_date(-({part % 1} + 1), {part % 2}, "
+            f"{part % 3}) ELSE CAST({ref} AS date) END)"
+        )
     if column.type == "array":
         element = target[:-2]
         return (

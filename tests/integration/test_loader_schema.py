@@ -101,3 +101,35 @@ def test_incompatible_change_stops_with_a_clear_message(
         assert "migrate the column by hand" in message
         # Nothing of the refused batch landed; the row before the change did.
         assert _query(sink, f'SELECT id, code FROM "{unique}".codes') == [(1, "10")]
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("duckdb", ["0044-03-15 (BC)", "0001-01-01 (BC)", "1969-07-20", "infinity", None]),
+        ("postgres", ["0044-03-15 BC", "0001-01-01 BC", "1969-07-20", "infinity", None]),
+    ],
+)
+def test_edge_dates_load_exactly(
+    settings: Settings, stack: Stack, unique: str, tmp_path: Path, kind: str, expected: list[str]
+) -> None:
+    require(stack, "postgres")
+    with (
+        temporary_database(settings, unique) as conn,
+        _sink(kind, settings, unique, tmp_path / "w.duckdb") as sink,
+        conn.cursor() as cur,
+    ):
+        cur.execute("CREATE TABLE days (id int PRIMARY KEY, d date)")
+        cur.execute(
+            "INSERT INTO days VALUES (1, '0044-03-15 BC'), (2, '0001-01-01 BC'), "
+            "(3, '1969-07-20'), (4, 'infinity'), (5, NULL)"
+        )
+        pipeline = make_pipeline(unique)
+        with capture_running(settings, pipeline) as capture:
+            wait_caught_up(capture, conn)
+        Loader(settings, pipeline, sink, mode="current").load_window(
+            0, int(time.time() * 1000) + 3_600_000
+        )
+        cast = "CAST(d AS VARCHAR)" if kind == "duckdb" else "d::text"
+        rows = _query(sink, f'SELECT {cast} FROM "{unique}".days ORDER BY id')
+        assert [r[0] for r in rows] == expected
