@@ -24,6 +24,7 @@ __all__ = ["Figure", "machine", "measure", "record", "render", "summarize"]
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 JSON_PATH = DOCS / "benchmarks.json"
 MD_PATH = DOCS / "benchmarks.md"
+NOTES_PATH = DOCS / "benchmarks-notes.md"  # hand-written: what bounds each figure
 
 
 @dataclass(frozen=True)
@@ -124,15 +125,16 @@ def record(figures: list[Figure], path: Path = JSON_PATH, md_path: Path = MD_PAT
     ordered = sorted(kept.values(), key=lambda f: f.name)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps([asdict(f) for f in ordered], indent=2) + "\n")
-    md_path.write_text(render(ordered))
+    md_path.write_text(render(ordered, _notes()))
 
 
 def _number(value: float) -> str:
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.3g}"
 
 
-def render(figures: list[Figure]) -> str:
-    """docs/benchmarks.md: one table, each figure beside its baseline from the same run."""
+def render(figures: list[Figure], notes: str | None = None) -> str:
+    """docs/benchmarks.md: one table, each figure beside its baseline from the same run,
+    followed by the hand-written notes (docs/benchmarks-notes.md)."""
     lines = [
         "# Benchmarks",
         "",
@@ -151,9 +153,16 @@ def render(figures: list[Figure]) -> str:
         )
     if not figures:
         lines.append("| (none recorded yet) | | | | | | | |")
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    if notes:
+        text += "\n" + notes.strip() + "\n"
+    return text
+
+
+def _notes() -> str | None:
+    return NOTES_PATH.read_text() if NOTES_PATH.is_file() else None
 
 
 if __name__ == "__main__":
-    MD_PATH.write_text(render(load()))
+    MD_PATH.write_text(render(load(), _notes()))
     print(f"rendered {MD_PATH}")

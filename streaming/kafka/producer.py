@@ -106,18 +106,22 @@ class EventProducer:
         self.tracker = tracker
 
     def send(self, batch: Batch, topic: str, key: bytes | None, value: bytes | None) -> None:
-        """Queue one event; blocks (serving callbacks) while the local queue is full."""
+        """Queue one event; blocks (serving callbacks) while the local queue is full.
+
+        Failed deliveries surface at the next `serve` or `flush` (the hot path does not check
+        each send): nothing after a failure is ever confirmed, so nothing is lost meanwhile.
+        """
         batch.outstanding += 1
         while True:
             try:
                 self._producer.produce(topic, value, key, on_delivery=batch.delivered)
-                break
+                return
             except BufferError:
                 self._producer.poll(0.05)
+                self.raise_if_failed()
             except Exception:
                 batch.outstanding -= 1
                 raise
-        self.raise_if_failed()
 
     def serve(self, timeout: float = 0.0) -> None:
         """Run delivery callbacks."""

@@ -400,7 +400,12 @@ class PostgresCapture:
             message = cur.read_message()
             if message is not None:
                 state.handle(message.payload, message.data_start)
-                if state.handled % 2000 and not state.incremental.ready():
+                # Housekeeping every 2000 messages, or at once when an incremental snapshot
+                # can start its next chunk (progress is None in the common case: one test).
+                incremental = state.incremental
+                if state.handled % 2000 and (
+                    incremental.progress is None or not incremental.ready()
+                ):
                     continue
             else:
                 select.select([cur], [], [], 0.2)
@@ -499,6 +504,7 @@ class _StreamState:
         self.now_ms = 0
         self.commit_ms = 0
         self.order = 0
+        self.templates: dict[TableCodec, dict[str, Any]] = {}
         self.as_connect = capture.pipeline.topics.format == "connect-json"
         self.transactions = capture.pipeline.topics.transaction_topic
         progress = capture.state.incremental if capture.state else None
@@ -516,6 +522,7 @@ class _StreamState:
             self.now_ms = int(time.time() * 1000)
             self.commit_ms = message.commit_ts_us // 1000 + PG_EPOCH_MS
             self.order = 0
+            self.templates.clear()
         elif isinstance(message, pg.Commit):
             assert self.batch is not None
             if self.transactions and self.order:
@@ -541,7 +548,15 @@ class _StreamState:
 
     def _source(self, codec: TableCodec, lsn: int, snapshot: str = "false") -> dict[str, Any]:
         assert self.begin is not None
-        return codec.source(self.commit_ms, snapshot, self.begin.xid, lsn, self.begin.final_lsn)
+        if snapshot != "false":
+            return codec.source(self.commit_ms, snapshot, self.begin.xid, lsn, self.begin.final_lsn)
+        # One template per table per transaction: only the change's LSN differs per row.
+        template = self.templates.get(codec)
+        if template is None:
+            template = self.templates[codec] = codec.source_template(
+                self.commit_ms, snapshot, self.begin.xid, self.begin.final_lsn
+            )
+        return {**template, "lsn": lsn}
 
     def _snapshot_row(self, codec: TableCodec, values: list[pg.Value], lsn: int) -> None:
         # A row of an incremental snapshot chunk, emitted in the high watermark's transaction.

@@ -166,6 +166,12 @@ class TableCodec:
         self, ts_ms: int, snapshot: str, tx_id: int | None, lsn: int, commit_lsn: int
     ) -> dict[str, Any]:
         """The envelope's source block."""
+        return {**self.source_template(ts_ms, snapshot, tx_id, commit_lsn), "lsn": lsn}
+
+    def source_template(
+        self, ts_ms: int, snapshot: str, tx_id: int | None, commit_lsn: int
+    ) -> dict[str, Any]:
+        """The source block without ``lsn``: the same for every change of one transaction."""
         return {
             "version": VERSION,
             "connector": CONNECTOR,
@@ -176,7 +182,6 @@ class TableCodec:
             "schema": self.schema,
             "table": self.table,
             "txId": tx_id,
-            "lsn": lsn,
             "commit_lsn": commit_lsn,
             "schema_id": self.schema_id,
         }

@@ -244,8 +244,11 @@ def row_values(payload: bytes) -> tuple[str, int, list[Value] | None, list[Value
         return "c", oid, None, _tuple(payload, 6)[0]
     if tag == 0x44:
         return "d", oid, _tuple(payload, 6)[0], None
-    update = _update(payload)
-    return "u", oid, update.old, update.new
+    old: list[Value] | None = None
+    pos = 5
+    if payload[5] != 0x4E:  # 'K' or 'O': an old tuple first
+        old, pos = _tuple(payload, 6)
+    return "u", oid, old, _tuple(payload, pos + 1)[0]
 
 
 def decode(payload: bytes) -> Message:
