@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import typer
+from rich.console import Console
 
 from loaders.cli import load_app
 from orchestration.cli import ui
+from sluiceway.errors import SluicewayError
 from stack.cli import app as stack_app
 from streaming.cli import capture_app, pipelines_app
 
@@ -24,8 +26,12 @@ app.command()(ui)
 
 
 def main() -> None:
-    """Entry point of the console script."""
-    app()
+    """Entry point of the console script: Sluiceway's own errors print as one clear line."""
+    try:
+        app()
+    except SluicewayError as exc:
+        Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

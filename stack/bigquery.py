@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import urllib.request
 from pathlib import Path
 
 from sluiceway.errors import MissingDependency
 from stack.process import ProcessSpec
-from stack.service import Service
+from stack.service import Service, run_tool
 
 __all__ = ["BigQueryService", "python313"]
 
@@ -93,17 +92,12 @@ class BigQueryService(Service):
             [str(self.venv / "bin" / "pip"), "install", "-q", *PINS],
         ]
         for step in steps:
-            result = subprocess.run(step, capture_output=True, text=True, check=False)
-            if result.returncode != 0:
-                raise MissingDependency(
-                    f"bigquery: {' '.join(step[:3])} failed:\n{result.stderr[-2000:]}"
-                )
+            run_tool(step, f"bigquery: {' '.join(step[:3])} failed")
         self.home.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
+        run_tool(
             [str(self.venv / "bin" / "python"), "-c", _INSTALL_EXTENSIONS],
+            "bigquery: installing the DuckDB extensions failed",
             env={"HOME": str(self.home), "PATH": "/usr/bin:/bin"},
-            check=True,
-            capture_output=True,
         )
         marker.write_text("\n".join(PINS))
 

@@ -14,14 +14,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import shutil
-import subprocess
 import uuid
 from pathlib import Path
 
 from sluiceway.connect import kafka_admin
 from sluiceway.errors import MissingDependency
 from stack.process import ProcessSpec
-from stack.service import Service, port_is_free
+from stack.service import Service, port_is_free, run_tool
 
 __all__ = ["KafkaService"]
 
@@ -83,7 +82,7 @@ class KafkaService(Service):
         if self.libs.exists():
             shutil.rmtree(self.libs)
         self.libs.mkdir(parents=True)
-        result = subprocess.run(
+        run_tool(
             [
                 "mvn",
                 "-q",
@@ -94,14 +93,8 @@ class KafkaService(Service):
                 f"-DoutputDirectory={self.libs}",
                 "-DincludeScope=runtime",
             ],
-            capture_output=True,
-            text=True,
-            check=False,
+            "kafka: mvn could not fetch the jars",
         )
-        if result.returncode != 0:
-            raise MissingDependency(
-                f"kafka: mvn could not fetch the jars:\n{(result.stdout + result.stderr)[-3000:]}"
-            )
         marker.write_text(self._pom_digest())
 
     def ports(self) -> list[tuple[str, int]]:
@@ -166,7 +159,7 @@ class KafkaService(Service):
             props.write_text(self.server_properties(node))
             if (node_dir / "data" / "meta.properties").exists():
                 continue
-            result = subprocess.run(
+            run_tool(
                 [
                     *self._java(),
                     "kafka.tools.StorageTool",
@@ -177,13 +170,8 @@ class KafkaService(Service):
                     str(props),
                     "--ignore-formatted",
                 ],
-                capture_output=True,
-                text=True,
-                check=False,
+                f"kafka: formatting {node_dir} failed",
             )
-            if result.returncode != 0:
-                output = (result.stdout + result.stderr)[-2000:]
-                raise MissingDependency(f"kafka: formatting {node_dir} failed:\n{output}")
 
     def _java(self) -> list[str]:
         return [

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,7 +22,7 @@ from stack.kafka import KafkaService
 from stack.mariadb import MariaDBService
 from stack.postgres import PostgresService
 from stack.seaweedfs import SeaweedFSService
-from stack.service import Service, ServiceStatus
+from stack.service import Service, ServiceStatus, run_tool
 
 __all__ = ["SERVICES", "Stack"]
 
@@ -136,11 +135,7 @@ def _apt_install(packages: list[str]) -> None:
             ["apt-get", "update", "-qq"],
             ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages],
         ):
-            result = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
-            if result.returncode != 0:
-                raise MissingDependency(
-                    f"`{' '.join(argv)}` failed:\n{(result.stdout + result.stderr)[-2000:]}"
-                )
+            run_tool(argv, f"`{' '.join(argv)}` failed", env=env)
     finally:
         if placed:
             _POLICY_RC.unlink(missing_ok=True)

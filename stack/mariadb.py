@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pymysql
 
 from sluiceway.connect import mariadb_connection
-from sluiceway.errors import MissingDependency
 from stack.process import ProcessSpec
-from stack.service import Service, runtime_dir
+from stack.service import Service, run_tool, runtime_dir
 
 __all__ = ["MariaDBService"]
 
@@ -66,7 +64,7 @@ class MariaDBService(Service):
         (self.dir / "binlog").mkdir(parents=True, exist_ok=True)
         if (self.data_dir / "mysql").is_dir():
             return
-        result = subprocess.run(
+        run_tool(
             [
                 _binary("mariadb-install-db") or "mariadb-install-db",
                 "--no-defaults",
@@ -75,14 +73,8 @@ class MariaDBService(Service):
                 "--skip-test-db",
                 *self._user(),
             ],
-            capture_output=True,
-            text=True,
-            check=False,
+            "mariadb: mariadb-install-db failed",
         )
-        if result.returncode != 0:
-            raise MissingDependency(
-                f"mariadb: mariadb-install-db failed:\n{(result.stdout + result.stderr)[-2000:]}"
-            )
 
     def processes(self) -> list[ProcessSpec]:
         db = self.settings.mariadb

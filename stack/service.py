@@ -12,18 +12,19 @@ import hashlib
 import signal
 import socket
 import stat
+import subprocess
 import time
 from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from sluiceway.errors import MissingDependency, PortInUse, ServiceUnhealthy
 from sluiceway.settings import Settings
 from stack.process import ProcessSpec, RunningProcess, read_pidfile, spawn, stop, tail
 
-__all__ = ["Service", "ServiceStatus", "port_is_free", "runtime_dir"]
+__all__ = ["Service", "ServiceStatus", "port_is_free", "run_tool", "runtime_dir"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,14 @@ class ServiceStatus:
     pids: list[int]
     healthy: bool
     detail: str
+
+
+def run_tool(argv: list[str], what: str, **kwargs: Any) -> None:
+    """Run an install or preparation tool; on failure raise `MissingDependency` with the end
+    of its output (``what`` names the step, e.g. 'kafka: mvn could not fetch the jars')."""
+    result = subprocess.run(argv, capture_output=True, text=True, check=False, **kwargs)
+    if result.returncode != 0:
+        raise MissingDependency(f"{what}:\n{(result.stdout + result.stderr)[-3000:]}")
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:

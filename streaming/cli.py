@@ -6,6 +6,8 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
@@ -15,8 +17,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from sluiceway.errors import SluicewayError
-from sluiceway.pipeline import list_pipelines, load_pipeline
-from sluiceway.settings import load_settings
+from sluiceway.pipeline import Pipeline, list_pipelines, load_pipeline
+from sluiceway.settings import Settings, load_settings
 from streaming.sources.postgres.capture import CaptureStats, PostgresCapture
 from streaming.sources.postgres.catalog import drop_slot, slot_health
 from streaming.sources.postgres.incremental import request_snapshot
@@ -111,16 +113,23 @@ def _stop_on_signals(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
+@contextmanager
+def _source(pipeline: str) -> Iterator[tuple[Pipeline, Settings, Any]]:
+    """The pipeline, the settings and a connection to its source database."""
+    spec = load_pipeline(pipeline)
+    settings = load_settings()
+    conn = PostgresCapture(settings, spec).connect()
+    try:
+        yield spec, settings, conn
+    finally:
+        conn.close()
+
+
 @capture_app.command("status")
 def status(pipeline: PipelineName) -> None:
     """The pipeline's replication slot: active, retained WAL and lag."""
-    spec = load_pipeline(pipeline)
-    capture = PostgresCapture(load_settings(), spec)
-    conn = capture.connect()
-    try:
+    with _source(pipeline) as (spec, _settings, conn):
         health = slot_health(conn, spec.slot)
-    finally:
-        conn.close()
     if health is None:
         console.print(f"slot {spec.slot} does not exist (capture has not run yet)")
         raise typer.Exit(1)
@@ -139,13 +148,8 @@ def snapshot(
     ],
 ) -> None:
     """Re-snapshot tables on the live pipeline (incremental, lock-free, resumable)."""
-    spec = load_pipeline(pipeline)
-    capture = PostgresCapture(load_settings(), spec)
-    conn = capture.connect()
-    try:
+    with _source(pipeline) as (_spec, _settings, conn):
         request = request_snapshot(conn, table)
-    finally:
-        conn.close()
     console.print(
         f"requested snapshot {request} of {', '.join(table)}; the running capture does it"
     )
@@ -157,15 +161,11 @@ def drop(
     yes: Annotated[bool, typer.Option("--yes", help="really drop it")] = False,
 ) -> None:
     """Drop the pipeline's replication slot on purpose (the next run snapshots again)."""
-    spec = load_pipeline(pipeline)
     if not yes:
-        console.print(f"this drops slot {spec.slot}; changes not yet captured are lost. Add --yes")
+        slot = load_pipeline(pipeline).slot
+        console.print(f"this drops slot {slot}; changes not yet captured are lost. Add --yes")
         raise typer.Exit(1)
-    capture = PostgresCapture(load_settings(), spec)
-    conn = capture.connect()
-    try:
+    with _source(pipeline) as (spec, settings, conn):
         dropped = drop_slot(conn, spec.slot)
-    finally:
-        conn.close()
-    CaptureState.path(capture.settings.state_dir, spec.name).unlink(missing_ok=True)
+    CaptureState.path(settings.state_dir, spec.name).unlink(missing_ok=True)
     console.print(f"dropped slot {spec.slot}" if dropped else f"slot {spec.slot} did not exist")
