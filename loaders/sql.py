@@ -38,6 +38,7 @@ HISTORY_COLUMNS = [
     ("_sluiceway_topic", "text"),
     ("_sluiceway_partition", "integer"),
     ("_sluiceway_offset", "bigint"),
+    ("_sluiceway_unchanged", "text[]"),  # TOAST-unchanged columns: their value here is NULL
 ]
 
 
@@ -62,8 +63,14 @@ def staged_values(columns: list[ColumnSchema], changes: list[Change]) -> dict[st
     }  # fmt: skip
     for change in changes:
         row = change.row or {}
+        unchanged = change.unchanged
         for column in columns:
-            data[column.name].append(_text(row.get(column.name)))
+            # An unchanged TOAST value is unknown here: staged as NULL (the placeholder text
+            # would not even cast to bytea or json), and `__unchanged` says so.
+            if unchanged and column.name in unchanged:
+                data[column.name].append(None)
+            else:
+                data[column.name].append(_text(row.get(column.name)))
         meta["__op"].append(change.op)
         meta["__commit_lsn"].append(change.position[0])
         meta["__lsn"].append(change.position[1])
@@ -142,7 +149,7 @@ def history(
     return (
         f"INSERT INTO {target} ({names}, {extra}) "
         f"SELECT {values}, s.__op, s.__commit_lsn, s.__lsn, s.__ts_ms, {topic_literal}, "
-        f"s.__partition, s.__offset FROM {staged} s WHERE NOT EXISTS ("
+        f"s.__partition, s.__offset, s.__unchanged FROM {staged} s WHERE NOT EXISTS ("
         f"SELECT 1 FROM {target} h WHERE h._sluiceway_topic = {topic_literal} "
         "AND h._sluiceway_partition = s.__partition AND h._sluiceway_offset = s.__offset)"
     )

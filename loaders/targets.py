@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from loaders.base import Sink
-from sluiceway.pipeline import DuckDBTarget, Pipeline, PostgresTarget
+from sluiceway.pipeline import DuckDBTarget, Pipeline, PostgresTarget, S3Target
 from sluiceway.settings import Settings
 
 __all__ = ["open_sink"]
 
 
 def open_sink(
-    settings: Settings, pipeline: Pipeline, target: DuckDBTarget | PostgresTarget
+    settings: Settings, pipeline: Pipeline, target: DuckDBTarget | PostgresTarget | S3Target
 ) -> Sink:
     """The sink for ``target``."""
     schema = target.schema_name or pipeline.name
@@ -18,6 +18,10 @@ def open_sink(
         from loaders.duckdb import DuckDBSink
 
         return DuckDBSink(target.path or settings.state_dir / "warehouse.duckdb", schema)
+    if isinstance(target, S3Target):
+        from loaders.s3 import S3Sink
+
+        return S3Sink(settings.s3, target.root or pipeline.name)
     from loaders.postgres import PostgresSink
 
     return PostgresSink(settings.postgres, target.database, schema)

@@ -38,6 +38,7 @@ __all__ = [
     "Pipeline",
     "PostgresSource",
     "PostgresTarget",
+    "S3Target",
     "TableSelection",
     "Target",
     "TopicSettings",
@@ -148,7 +149,17 @@ class PostgresTarget(_Target):
     database: str | None = Field(None, description="database; default: settings' postgres.database")
 
 
-Target = Annotated[DuckDBTarget | PostgresTarget, Field(discriminator="kind")]
+class S3Target(_Target):
+    """S3 (Parquet): the lake and the long-term archive of every change, for replays."""
+
+    kind: Literal["s3"] = "s3"
+    mode: Literal["history"] = Field(
+        "history", description="S3 keeps every change; current state is read from it"
+    )
+    root: str | None = Field(None, description="key prefix in the bucket; default: pipeline name")
+
+
+Target = Annotated[DuckDBTarget | PostgresTarget | S3Target, Field(discriminator="kind")]
 
 
 class Pipeline(_Spec):
@@ -181,7 +192,7 @@ class Pipeline(_Spec):
     def topic_prefix(self) -> str:
         return self.topics.prefix or self.name
 
-    def target(self, kind: str) -> DuckDBTarget | PostgresTarget:
+    def target(self, kind: str) -> DuckDBTarget | PostgresTarget | S3Target:
         """The pipeline's target of that kind."""
         for target in self.targets:
             if target.kind == kind:

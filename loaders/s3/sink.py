@@ -1,0 +1,187 @@
+"""The S3 sink: every change as Parquet, in objects named by topic partition and offset block.
+
+Objects are ``<root>/<schema>/<table>/history/partition=<p>/block=<k>.parquet`` where block k
+holds the partition's offsets ``[k*B, (k+1)*B)``. Names do not depend on where a batch began,
+so a replay (a restarted loader, a backfilled window) rewrites the same objects with the same
+rows instead of adding duplicates; a block filled over several batches is merged with what it
+already holds. Values are cast with DuckDB's exact casts (`loaders.duckdb.types`) and written
+by DuckDB's Parquet writer; boto3 moves the files. The consumer offsets are stored as a small
+JSON object after the data, so a crash in between only causes an idempotent rewrite.
+
+Current state is read from the archive, not stored: `current_state_sql` gives the DuckDB query
+(the newest change per key, deletes removed) over the Parquet files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import duckdb
+import orjson
+import pyarrow as pa
+from botocore.exceptions import BotoCoreError, ClientError
+
+from loaders.base import POSITION, LoadBatch, Mode, Sink, TableBatch
+from loaders.changes import Change
+from loaders.duckdb.types import cast_expression
+from loaders.sql import q, staged_values
+from sluiceway.connect import s3_client
+from sluiceway.errors import SinkFatal, SinkUnavailable
+from sluiceway.settings import S3Settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+__all__ = ["BLOCK", "S3Sink", "current_state_sql"]
+
+BLOCK = 100_000  # offsets per object
+
+_STAGE_TYPES = {
+    "__op": pa.string(), "__commit_lsn": pa.int64(), "__lsn": pa.int64(),
+    "__unchanged": pa.list_(pa.string()), "__partition": pa.int32(), "__offset": pa.int64(),
+    "__ts_ms": pa.int64(),
+}  # fmt: skip
+
+
+def current_state_sql(files: str, key: list[str], columns: list[str]) -> str:
+    """DuckDB SQL for the current state of a table from its history files (a glob).
+
+    The newest change per key wins; a column its change left TOAST-unchanged takes the last
+    value an earlier change of that key carried.
+    """
+    keys = ", ".join(q(k) for k in key)
+    order = f"ORDER BY {POSITION[0]}, {POSITION[1]}"
+    window = f"(PARTITION BY {keys} {order} ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"
+    values = ", ".join(
+        f"CASE WHEN list_contains(_sluiceway_unchanged, {_literal(c)}) THEN last_value("
+        f"CASE WHEN list_contains(_sluiceway_unchanged, {_literal(c)}) THEN NULL ELSE {q(c)} END "
+        f"IGNORE NULLS) OVER {window} ELSE {q(c)} END AS {q(c)}"
+        for c in columns
+    )
+    return (
+        f"SELECT * EXCLUDE (rank) FROM (SELECT {values}, _sluiceway_op, row_number() OVER "
+        f"(PARTITION BY {keys} ORDER BY {POSITION[0]} DESC, {POSITION[1]} DESC) AS rank "
+        f"FROM read_parquet('{files}')) WHERE rank = 1 AND _sluiceway_op <> 'd'"
+    )
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+class S3Sink(Sink):
+    """Archives change events into S3 as Parquet (history mode)."""
+
+    name = "s3"
+
+    def __init__(self, s3: S3Settings, root: str) -> None:
+        self.client: S3Client = s3_client(s3)
+        self.bucket = s3.bucket
+        self.root = root.strip("/")
+        self.duck = duckdb.connect()
+        self._tmp = Path(tempfile.mkdtemp(prefix="sluiceway-s3-"))
+
+    def _key(self, table: TableBatch, partition: int, block: int) -> str:
+        schema, name = table.table
+        return (
+            f"{self.root}/{schema}/{name}/history/partition={partition}/block={block:08d}.parquet"
+        )
+
+    def stored_offsets(self, group: str) -> dict[tuple[str, int], int]:
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=self._offsets_key(group))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return {}
+            raise SinkUnavailable(f"S3: {exc}") from exc
+        stored = orjson.loads(body["Body"].read())
+        return {(t, int(p)): o for t, parts in stored.items() for p, o in parts.items()}
+
+    def _offsets_key(self, group: str) -> str:
+        return f"{self.root}/_sluiceway_offsets/{group}.json"
+
+    def write(self, batch: LoadBatch, mode: Mode) -> None:
+        if mode == "current":
+            raise SinkFatal(
+                "the S3 target keeps history (the archive); read current state with "
+                "loaders.s3.current_state_sql, or load current state into a warehouse target"
+            )
+        try:
+            for table in batch.tables.values():
+                self._history(table)
+            if batch.offsets:
+                stored = self.stored_offsets(batch.group)
+                stored.update(batch.offsets)
+                nested: dict[str, dict[str, int]] = defaultdict(dict)
+                for (topic, partition), offset in stored.items():
+                    nested[topic][str(partition)] = offset
+                self.client.put_object(
+                    Bucket=self.bucket,
+                    Key=self._offsets_key(batch.group),
+                    Body=orjson.dumps(nested),
+                )
+        except (BotoCoreError, ClientError) as exc:
+            raise SinkUnavailable(f"S3: {exc}") from exc
+
+    def _history(self, table: TableBatch) -> None:
+        columns = list(table.schema.columns)
+        blocks: dict[tuple[int, int], list[Change]] = defaultdict(list)
+        for change in table.changes:
+            if change.op != "t":
+                blocks[(change.partition, change.offset // BLOCK)].append(change)
+        values = ", ".join(
+            f"{cast_expression(c, 's.' + q(c.name))} AS {q(c.name)}" for c in columns
+        )
+        topic = table.changes[0].topic.replace("'", "''") if table.changes else ""
+        meta = (
+            "s.__op AS _sluiceway_op, s.__commit_lsn AS _sluiceway_commit_lsn, "
+            "s.__lsn AS _sluiceway_lsn, s.__ts_ms AS _sluiceway_ts_ms, "
+            f"'{topic}' AS _sluiceway_topic, s.__partition AS _sluiceway_partition, "
+            "s.__offset AS _sluiceway_offset, s.__unchanged AS _sluiceway_unchanged"
+        )
+        for (partition, block), changes in sorted(blocks.items()):
+            staged = staged_values(columns, changes)
+            arrow = pa.table(
+                {k: pa.array(v, _STAGE_TYPES.get(k, pa.string())) for k, v in staged.items()}
+            )
+            self.duck.register("staged", arrow)
+            key = self._key(table, partition, block)
+            local = self._tmp / "block.parquet"
+            merged = self._tmp / "merged.parquet"
+            self.duck.execute(
+                f"CREATE OR REPLACE TEMP TABLE fresh AS SELECT {values}, {meta} FROM staged s"
+            )
+            self.duck.unregister("staged")
+            if self._download(key, local):
+                # The block already holds earlier offsets: keep those not in this batch.
+                self.duck.execute(
+                    f"COPY (SELECT * FROM read_parquet('{local}') WHERE _sluiceway_offset NOT IN "
+                    f"(SELECT _sluiceway_offset FROM fresh) UNION ALL BY NAME SELECT * FROM fresh "
+                    f"ORDER BY _sluiceway_offset) TO '{merged}' (FORMAT parquet)"
+                )
+            else:
+                self.duck.execute(
+                    f"COPY (SELECT * FROM fresh ORDER BY _sluiceway_offset) TO '{merged}' "
+                    "(FORMAT parquet)"
+                )
+            self.client.upload_file(str(merged), self.bucket, key)
+
+    def _download(self, key: str, path: Path) -> bool:
+        try:
+            self.client.download_file(self.bucket, key, str(path))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+                return False
+            raise
+        return True
+
+    def close(self) -> None:
+        self.duck.close()
+        with contextlib.suppress(OSError):
+            for path in self._tmp.iterdir():
+                path.unlink()
+            self._tmp.rmdir()
