@@ -34,6 +34,8 @@ from sluiceway.validation import describe_errors
 
 __all__ = [
     "PIPELINES_DIR",
+    "AnyTarget",
+    "BigQueryTarget",
     "DuckDBTarget",
     "Pipeline",
     "PostgresSource",
@@ -159,7 +161,14 @@ class S3Target(_Target):
     root: str | None = Field(None, description="key prefix in the bucket; default: pipeline name")
 
 
-Target = Annotated[DuckDBTarget | PostgresTarget | S3Target, Field(discriminator="kind")]
+class BigQueryTarget(_Target):
+    """A BigQuery dataset (``schema_name``; default: the pipeline name)."""
+
+    kind: Literal["bigquery"] = "bigquery"
+
+
+AnyTarget = DuckDBTarget | PostgresTarget | S3Target | BigQueryTarget
+Target = Annotated[AnyTarget, Field(discriminator="kind")]
 
 
 class Pipeline(_Spec):
@@ -192,7 +201,7 @@ class Pipeline(_Spec):
     def topic_prefix(self) -> str:
         return self.topics.prefix or self.name
 
-    def target(self, kind: str) -> DuckDBTarget | PostgresTarget | S3Target:
+    def target(self, kind: str) -> AnyTarget:
         """The pipeline's target of that kind."""
         for target in self.targets:
             if target.kind == kind:

@@ -15,6 +15,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from loaders.base import Sink
+from loaders.bigquery import BigQuerySink
 from loaders.duckdb import DuckDBSink
 from loaders.postgres import PostgresSink
 from loaders.runner import Loader
@@ -92,6 +93,8 @@ def _pg_rows(conn: Any) -> list[tuple[Any, ...]]:
 def _query(sink: Sink, query: str) -> list[tuple[Any, ...]]:
     if isinstance(sink, DuckDBSink):
         return [tuple(r) for r in sink.conn.execute(query).fetchall()]
+    if isinstance(sink, BigQuerySink):
+        return [tuple(r.values()) for r in sink.client.query(query).result()]
     assert isinstance(sink, PostgresSink)
     with sink.conn.cursor() as cur:
         cur.execute(query)
@@ -100,8 +103,14 @@ def _query(sink: Sink, query: str) -> list[tuple[Any, ...]]:
     return rows
 
 
+def _table(sink: Sink, schema: str, table: str) -> str:
+    if isinstance(sink, BigQuerySink):
+        return f"`{sink.dataset}.{table}`"
+    return f'"{schema}".{table}'
+
+
 def _target_rows(sink: Sink, schema: str) -> list[tuple[Any, ...]]:
-    rows = _query(sink, f'SELECT {COLUMNS} FROM "{schema}".orders ORDER BY id')
+    rows = _query(sink, f"SELECT {COLUMNS} FROM {_table(sink, schema, 'orders')} ORDER BY id")
     return [(*r[:6], orjson.loads(r[6]) if isinstance(r[6], str) else r[6]) for r in rows]
 
 
@@ -113,6 +122,13 @@ def _sink(kind: str, settings: Settings, name: str, path: Path) -> Iterator[Sink
             yield duck
         finally:
             duck.close()
+        return
+    if kind == "bigquery":
+        bq = BigQuerySink(settings.bigquery, name)
+        try:
+            yield bq
+        finally:
+            bq.client.delete_dataset(bq.dataset, delete_contents=True, not_found_ok=True)
         return
     with temporary_database(settings, f"{name}_target"):
         pg = PostgresSink(settings.postgres, f"{name}_target", name)
@@ -133,7 +149,7 @@ def _wait_loaded(loader: Loader, settings: Settings, prefix: str) -> None:
         time.sleep(0.2)
 
 
-@pytest.mark.parametrize("kind", ["duckdb", "postgres"])
+@pytest.mark.parametrize("kind", ["duckdb", "postgres", "bigquery"])
 def test_continuous_load_equals_source(
     settings: Settings, stack: Stack, unique: str, tmp_path: Path, kind: str
 ) -> None:
@@ -160,11 +176,11 @@ def test_continuous_load_equals_source(
         writer_conn.close()
         assert _target_rows(sink, unique) == _pg_rows(conn)
         events = [v for _, v in read_topic(settings, f"{unique}.public.orders") if v]
-        history = _query(sink, f'SELECT count(*) FROM "{unique}".orders__history')
+        history = _query(sink, f"SELECT count(*) FROM {_table(sink, unique, 'orders__history')}")
         assert history == [(len(events),)]  # every change, once
 
 
-@pytest.mark.parametrize("kind", ["duckdb", "postgres"])
+@pytest.mark.parametrize("kind", ["duckdb", "postgres", "bigquery"])
 def test_bounded_window_twice_changes_nothing(
     settings: Settings, stack: Stack, unique: str, tmp_path: Path, kind: str
 ) -> None:
@@ -182,7 +198,8 @@ def test_bounded_window_twice_changes_nothing(
         window = (0, int(time.time() * 1000) + 3_600_000)
         first_rows = loader.load_window(*window)
         first = _target_rows(sink, unique)
-        history = _query(sink, f'SELECT count(*) FROM "{unique}".orders__history')
+        count = f"SELECT count(*) FROM {_table(sink, unique, 'orders__history')}"
+        history = _query(sink, count)
         assert loader.load_window(*window) == first_rows
         assert _target_rows(sink, unique) == first == _pg_rows(conn)
-        assert _query(sink, f'SELECT count(*) FROM "{unique}".orders__history') == history
+        assert _query(sink, count) == history

@@ -1,0 +1,58 @@
+"""Sluiceway's logical column types as BigQuery types, and the cast from the event encoding.
+
+| logical | BigQuery |
+|---|---|
+| int16 int32 int64 | INT64 |
+| float32 float64 | FLOAT64 (NaN, ±Infinity kept) |
+| decimal(p, s) | NUMERIC(p, s) if p - s <= 29, s <= 9; BIGNUMERIC(p, s) if it fits; else STRING |
+| decimal, unconstrained | STRING (exact text: any scale, NaN, ±Infinity) |
+| boolean, string, uuid | BOOL, STRING, STRING |
+| bytes | BYTES |
+| date, time, timestamp, timestamptz | DATE, TIME, DATETIME, TIMESTAMP (timetz: STRING) |
+| interval | STRING (ISO 8601 duration) |
+| json, arrays | JSON (BigQuery arrays cannot hold NULL elements; JSON keeps them) |
+
+BigQuery's DATE/DATETIME/TIMESTAMP stop at year 1 and have no infinity: such values stop the
+load with the table named.
+"""
+
+from __future__ import annotations
+
+from streaming.events import ColumnSchema
+
+__all__ = ["bigquery_type", "cast_expression"]
+
+_SIMPLE = {
+    "int16": "INT64", "int32": "INT64", "int64": "INT64", "float32": "FLOAT64",
+    "float64": "FLOAT64", "boolean": "BOOL", "string": "STRING", "uuid": "STRING",
+    "bytes": "BYTES", "date": "DATE", "timestamp": "DATETIME", "timestamptz": "TIMESTAMP",
+    "interval": "STRING", "json": "JSON", "array": "JSON",
+}  # fmt: skip
+
+
+def bigquery_type(column: ColumnSchema) -> str:
+    """The BigQuery column type for a logical column."""
+    if column.type == "decimal":
+        p, s = column.precision, column.scale
+        if p is None or s is None or s < 0:
+            return "STRING"
+        if p - s <= 29 and s <= 9:
+            return f"NUMERIC({p}, {s})"
+        if p - s <= 38 and s <= 38:
+            return f"BIGNUMERIC({p}, {s})"
+        return "STRING"
+    if column.type == "time":
+        return "STRING" if column.source_type == "timetz" else "TIME"
+    return _SIMPLE.get(column.type, "STRING")
+
+
+def cast_expression(column: ColumnSchema, ref: str) -> str:
+    """SQL turning the staged STRING ``ref`` into the column's BigQuery value."""
+    target = bigquery_type(column)
+    if target == "STRING":
+        return ref
+    if target == "BYTES":
+        return f"FROM_BASE64({ref})"
+    if target == "JSON":
+        return f"PARSE_JSON({ref})"
+    return f"CAST({ref} AS {target.split('(')[0]})"
