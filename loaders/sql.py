@@ -28,7 +28,15 @@ from loaders.base import POSITION
 from loaders.changes import Change
 from streaming.events import ColumnSchema
 
-__all__ = ["HISTORY_COLUMNS", "Dialect", "current_state", "history", "q", "staged_values"]
+__all__ = [
+    "HISTORY_COLUMNS",
+    "Dialect",
+    "current_state",
+    "history",
+    "q",
+    "split_ddl",
+    "staged_values",
+]
 
 HISTORY_COLUMNS = [
     ("_sluiceway_op", "text"),
@@ -100,9 +108,20 @@ class Dialect:
 
 
 def current_state(
-    dialect: Dialect, target: str, guard: str, columns: list[ColumnSchema], staged: str
+    dialect: Dialect,
+    target: str,
+    guard: str,
+    columns: list[ColumnSchema],
+    staged: str,
+    suffix: str = "",
 ) -> list[str]:
-    """The statements applying ``staged`` to ``target`` (see the module docstring)."""
+    """The statements applying ``staged`` to ``target`` (see the module docstring).
+
+    The first statements create the temporary tables ``applied<suffix>`` and
+    ``upserts<suffix>`` (DDL); the rest are DML, which a target may run in a transaction of
+    its own (`split_ddl`).
+    """
+    applied, upserts = f"applied{suffix}", f"upserts{suffix}"
     key_columns = [c for c in columns if c.key]
     keys = " AND ".join(f"{dialect.cast(c, 's.' + q(c.name))} = t.{q(c.name)}" for c in key_columns)
     newer = (
@@ -120,22 +139,28 @@ def current_state(
     position = f"{POSITION[0]}, {POSITION[1]}"
     return [
         *dialect.temp_table(
-            "applied",
+            applied,
             f"SELECT s.* FROM {staged} s "
             f"WHERE NOT EXISTS (SELECT 1 FROM {target} t WHERE {keys} AND NOT {newer}) "
             f"AND NOT EXISTS (SELECT 1 FROM {guard} t WHERE {keys} AND NOT {newer})",
         ),
         *dialect.temp_table(
-            "upserts",
-            f"SELECT {values}, s.__commit_lsn, s.__lsn FROM applied s "
+            upserts,
+            f"SELECT {values}, s.__commit_lsn, s.__lsn FROM {applied} s "
             f"LEFT JOIN {target} t ON {keys} WHERE s.__op <> 'd'",
         ),
-        f"DELETE FROM {target} t WHERE EXISTS (SELECT 1 FROM applied s WHERE {keys})",
-        f"DELETE FROM {guard} t WHERE EXISTS (SELECT 1 FROM applied s WHERE {keys})",
-        f"INSERT INTO {target} ({names}, {position}) SELECT * FROM upserts",
+        f"DELETE FROM {target} t WHERE EXISTS (SELECT 1 FROM {applied} s WHERE {keys})",
+        f"DELETE FROM {guard} t WHERE EXISTS (SELECT 1 FROM {applied} s WHERE {keys})",
+        f"INSERT INTO {target} ({names}, {position}) SELECT * FROM {upserts}",
         f"INSERT INTO {guard} ({key_names}, {position}) "
-        f"SELECT {key_values}, s.__commit_lsn, s.__lsn FROM applied s WHERE s.__op = 'd'",
+        f"SELECT {key_values}, s.__commit_lsn, s.__lsn FROM {applied} s WHERE s.__op = 'd'",
     ]
+
+
+def split_ddl(statements: list[str]) -> tuple[list[str], list[str]]:
+    """(the DDL that prepares, the DML that applies) of a statement list."""
+    ddl = [s for s in statements if s.lstrip().upper().startswith(("CREATE", "DROP"))]
+    return ddl, [s for s in statements if s not in ddl]
 
 
 def history(

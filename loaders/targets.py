@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from loaders.base import Sink
-from sluiceway.pipeline import AnyTarget, BigQueryTarget, DuckDBTarget, Pipeline, S3Target
+from sluiceway.pipeline import (
+    AnyTarget,
+    BigQueryTarget,
+    DuckDBTarget,
+    Pipeline,
+    S3Target,
+    SnowflakeTarget,
+)
 from sluiceway.settings import Settings
 
 __all__ = ["open_sink"]
@@ -16,6 +23,10 @@ def open_sink(settings: Settings, pipeline: Pipeline, target: AnyTarget) -> Sink
         from loaders.duckdb import DuckDBSink
 
         return DuckDBSink(target.path or settings.state_dir / "warehouse.duckdb", schema)
+    if isinstance(target, SnowflakeTarget):
+        from loaders.snowflake import SnowflakeSink
+
+        return SnowflakeSink(settings.snowflake, schema)
     if isinstance(target, BigQueryTarget):
         from loaders.bigquery import BigQuerySink
 

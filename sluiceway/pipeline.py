@@ -41,6 +41,7 @@ __all__ = [
     "PostgresSource",
     "PostgresTarget",
     "S3Target",
+    "SnowflakeTarget",
     "TableSelection",
     "Target",
     "TopicSettings",
@@ -167,7 +168,13 @@ class BigQueryTarget(_Target):
     kind: Literal["bigquery"] = "bigquery"
 
 
-AnyTarget = DuckDBTarget | PostgresTarget | S3Target | BigQueryTarget
+class SnowflakeTarget(_Target):
+    """A Snowflake schema (``schema_name``; default: the pipeline name) in settings' database."""
+
+    kind: Literal["snowflake"] = "snowflake"
+
+
+AnyTarget = DuckDBTarget | PostgresTarget | S3Target | BigQueryTarget | SnowflakeTarget
 Target = Annotated[AnyTarget, Field(discriminator="kind")]
 
 

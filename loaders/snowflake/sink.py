@@ -1,0 +1,196 @@
+"""The Snowflake sink: PUT + COPY INTO a staging table, then the statements SQL targets share.
+
+A batch is written as Parquet (every column as exact text), PUT to the staging table's stage
+and loaded with COPY INTO (``write_pandas`` does not work against fakesnow's server), then
+applied with the position-guarded statements of `loaders.sql`, with the offsets, in one
+transaction. Those statements rather than one MERGE: they give the same guarantees, and
+fakesnow cannot bind a MERGE source's columns inside function calls.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from loaders.base import POSITION, LoadBatch, Mode, Sink, TableBatch, latest_per_key
+from loaders.changes import Change
+from loaders.snowflake.types import cast_expression, snowflake_type
+from loaders.sql import (
+    HISTORY_COLUMNS,
+    Dialect,
+    current_state,
+    history,
+    q,
+    split_ddl,
+    staged_values,
+)
+from sluiceway.connect import snowflake_connection
+from sluiceway.errors import SinkFatal, SinkUnavailable
+from sluiceway.settings import SnowflakeSettings
+from streaming.events import ColumnSchema
+
+__all__ = ["SnowflakeSink"]
+
+OFFSETS = "_sluiceway_offsets"
+_SEPARATOR = "|"
+
+_DIALECT = Dialect(
+    cast=cast_expression,
+    contains=lambda items, literal: (
+        f"CONTAINS({items}, CONCAT('{_SEPARATOR}', {literal}, '{_SEPARATOR}'))"
+    ),
+    temp_table=lambda name, select: [f"CREATE OR REPLACE TEMPORARY TABLE {name} AS {select}"],
+)
+_HISTORY_TYPES = {
+    "text": "VARCHAR", "bigint": "NUMBER(19,0)", "integer": "NUMBER(10,0)", "text[]": "VARCHAR",
+}  # fmt: skip
+
+
+class SnowflakeSink(Sink):
+    """Loads change events into a Snowflake schema."""
+
+    name = "snowflake"
+
+    def __init__(self, settings: SnowflakeSettings, schema: str) -> None:
+        try:
+            self.conn = snowflake_connection(settings)
+        except Exception as exc:  # the connector raises its own tree; all mean unreachable here
+            raise SinkUnavailable(f"cannot connect to Snowflake: {type(exc).__name__}") from exc
+        self.schema = schema
+        cur = self.conn.cursor()
+        cur.execute(f"CREATE DATABASE IF NOT EXISTS {settings.database}")
+        # Unquoted (Snowflake folds it to upper case): pipeline names are [a-z0-9_], and stage
+        # references resolve against the folded name.
+        cur.execute(f"CREATE SCHEMA IF NOT EXISTS {settings.database}.{schema}")
+        cur.execute(f"USE DATABASE {settings.database}")
+        cur.execute(f"USE SCHEMA {settings.database}.{schema}")
+        cur.execute(
+            f"CREATE TABLE IF NOT EXISTS {OFFSETS} (grp VARCHAR, topic VARCHAR, "
+            "part NUMBER(10,0), next_offset NUMBER(19,0))"
+        )
+        self._known: set[str] = set()
+        self._columns: dict[str, set[str]] = {}
+        self._tmp = Path(tempfile.mkdtemp(prefix="sluiceway-snowflake-"))
+
+    def stored_offsets(self, group: str) -> dict[tuple[str, int], int]:
+        cur = self.conn.cursor()
+        cur.execute(
+            f"SELECT topic, part, MAX(next_offset) FROM {OFFSETS} WHERE grp = %s "
+            "GROUP BY topic, part",
+            (group,),
+        )
+        return {(t, int(p)): int(o) for t, p, o in cur.fetchall()}
+
+    def _name(self, table: TableBatch, suffix: str = "") -> str:
+        schema, name = table.table
+        return q((name if schema == "public" else f"{schema}_{name}") + suffix)
+
+    def _ensure(self, cur: Any, name: str, columns: list[ColumnSchema], extra: list[str]) -> None:
+        known = self._columns.get(name)
+        if known is None:
+            definition = [f"{q(c.name)} {snowflake_type(c)}" for c in columns] + extra
+            cur.execute(f"CREATE TABLE IF NOT EXISTS {name} ({', '.join(definition)})")
+            cur.execute(f"SELECT * FROM {name} LIMIT 0")
+            known = {d[0] for d in cur.description}
+            self._columns[name] = known
+        for column in columns:
+            if column.name not in known:
+                cur.execute(
+                    f"ALTER TABLE {name} ADD COLUMN {q(column.name)} {snowflake_type(column)}"
+                )
+                known.add(column.name)
+
+    def _stage(
+        self, cur: Any, name: str, columns: list[ColumnSchema], changes: list[Change]
+    ) -> None:
+        staged = staged_values(columns, changes)
+        staged["__unchanged"] = [
+            _SEPARATOR + "".join(f"{c}{_SEPARATOR}" for c in names)
+            for names in staged["__unchanged"]
+        ]
+        text = ", ".join(f"{q(c.name)} VARCHAR" for c in columns)
+        # The metadata columns are unquoted, as the shared statements name them (Snowflake
+        # folds them to upper case); source columns keep their case, quoted.
+        cur.execute(
+            f"CREATE OR REPLACE TABLE {name} ({text}, __op VARCHAR, __commit_lsn NUMBER(20,0), "
+            "__lsn NUMBER(20,0), __unchanged VARCHAR, __partition NUMBER(10,0), "
+            "__offset NUMBER(19,0), __ts_ms NUMBER(19,0))"
+        )
+        path = self._tmp / f"{name}.parquet"
+        types = {"__commit_lsn": pa.int64(), "__lsn": pa.int64(), "__partition": pa.int64(),
+                 "__offset": pa.int64(), "__ts_ms": pa.int64()}  # fmt: skip
+        pq.write_table(
+            pa.table({k: pa.array(v, types.get(k, pa.string())) for k, v in staged.items()}), path
+        )
+        cur.execute(f"PUT file://{path} @%{name}")
+        cur.execute(
+            f"COPY INTO {name} FROM @%{name} FILE_FORMAT = (TYPE = PARQUET) "
+            "MATCH_BY_COLUMN_NAME = CASE_INSENSITIVE"
+        )
+        path.unlink()
+
+    def write(self, batch: LoadBatch, mode: Mode) -> None:
+        # Two phases: DDL and staging per table first, then one transaction holding only DML
+        # and the offsets (DDL would commit implicitly in Snowflake, and fakesnow cannot run
+        # it inside a transaction at all).
+        cur = self.conn.cursor()
+        dml: list[str] = []
+        try:
+            for number, table in enumerate(batch.tables.values()):
+                if mode in ("current", "both"):
+                    dml += self._current(cur, table, number)
+                if mode in ("history", "both"):
+                    dml += self._history(cur, table, number)
+            cur.execute("BEGIN")
+            for statement in dml:
+                cur.execute(statement)
+            for (topic, part), offset in batch.offsets.items():
+                cur.execute(
+                    f"INSERT INTO {OFFSETS} VALUES (%s, %s, %s, %s)",
+                    (batch.group, topic, part, offset),
+                )
+            cur.execute("COMMIT")
+        except SinkFatal:
+            raise
+        except Exception as exc:
+            cur.execute("ROLLBACK")
+            raise SinkFatal(f"Snowflake refused the batch: {exc}"[:2000]) from exc
+
+    def _current(self, cur: Any, table: TableBatch, number: int) -> list[str]:
+        columns = list(table.schema.columns)
+        keys = [c for c in columns if c.key]
+        if not keys:
+            raise SinkFatal(f"{table.table} has no primary key: load it in history mode")
+        target, guard = self._name(table), self._name(table, "__deletes")
+        position = [f"{POSITION[0]} NUMBER(20,0)", f"{POSITION[1]} NUMBER(20,0)"]
+        self._ensure(cur, target, columns, position)
+        self._ensure(cur, guard, keys, position)
+        changes = latest_per_key(table.changes)
+        if not changes:
+            return []
+        staged = f"staged_c{number}"
+        self._stage(cur, staged, columns, changes)
+        statements = current_state(_DIALECT, target, guard, columns, staged, f"_{number}")
+        ddl, dml = split_ddl(statements)
+        for statement in ddl:
+            cur.execute(statement)
+        return dml
+
+    def _history(self, cur: Any, table: TableBatch, number: int) -> list[str]:
+        columns = list(table.schema.columns)
+        target = self._name(table, "__history")
+        extra = [f"{n} {_HISTORY_TYPES[t]}" for n, t in HISTORY_COLUMNS]
+        self._ensure(cur, target, columns, extra)
+        changes = [c for c in table.changes if c.op != "t"]
+        if not changes:
+            return []
+        staged = f"staged_h{number}"
+        self._stage(cur, staged, columns, changes)
+        return [history(_DIALECT, target, columns, staged, changes[0].topic)]
+
+    def close(self) -> None:
+        self.conn.close()
