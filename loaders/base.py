@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from loaders.changes import Change, TableRef
-from streaming.events import TableSchema
+from sluiceway.errors import SinkFatal
+from streaming.events import ColumnSchema, TableSchema
 
 __all__ = ["LoadBatch", "Mode", "Sink", "TableBatch", "latest_per_key"]
 
@@ -38,6 +39,23 @@ class TableBatch:
     table: TableRef
     schema: TableSchema
     changes: list[Change] = field(default_factory=list)
+
+    def target_name(self, suffix: str = "") -> str:
+        """The target table's name: ``<table>``, or ``<schema>_<table>`` outside ``public``."""
+        schema, name = self.table
+        return (name if schema == "public" else f"{schema}_{name}") + suffix
+
+    def key_columns(self) -> list[ColumnSchema]:
+        """The primary key columns current state needs.
+
+        Raises:
+            SinkFatal: the table has no primary key.
+        """
+        keys = [c for c in self.schema.columns if c.key]
+        if not keys:
+            schema, name = self.table
+            raise SinkFatal(f"{schema}.{name} has no primary key: load it in history mode")
+        return keys
 
 
 @dataclass

@@ -32,10 +32,12 @@ __all__ = [
     "HISTORY_COLUMNS",
     "Dialect",
     "current_state",
+    "fits",
     "history",
     "q",
     "split_ddl",
     "staged_values",
+    "widens",
 ]
 
 HISTORY_COLUMNS = [
@@ -155,6 +157,54 @@ def current_state(
         f"INSERT INTO {guard} ({key_names}, {position}) "
         f"SELECT {key_values}, s.__commit_lsn, s.__lsn FROM {applied} s WHERE s.__op = 'd'",
     ]
+
+
+_SYNONYMS = {"float": "real", "double": "double precision", "varchar": "text", "decimal": "numeric"}
+_INTEGERS = ["smallint", "integer", "bigint"]
+
+
+def _normal(spelled: str) -> str:
+    low = spelled.strip().lower()
+    head, _, rest = low.partition("(")
+    head = _SYNONYMS.get(head, head)
+    return f"{head}({rest}" if rest else head
+
+
+def _precision(spelled: str) -> tuple[int, int] | None:
+    if not spelled.startswith("numeric("):
+        return None
+    p, _, s = spelled[8:-1].partition(",")
+    return int(p), int(s or 0)
+
+
+def widens(have: str, wanted: str) -> bool:
+    """Whether a column typed ``have`` can become ``wanted`` without changing any value.
+
+    Types are spelled as DuckDB or PostgreSQL report them (``DECIMAL(12,4)``,
+    ``numeric(12,4)``, ``INTEGER``, ``character varying(10)``, ...).
+    """
+    a, b = _normal(have), _normal(wanted)
+    if a == b or b == "text":
+        return True
+    if a in _INTEGERS and b in _INTEGERS:
+        return _INTEGERS.index(b) > _INTEGERS.index(a)
+    if (a, b) == ("real", "double precision"):
+        return True
+    if a.startswith("numeric(") and b == "numeric":
+        return True
+    pa_, pb = _precision(a), _precision(b)
+    if pa_ is not None and pb is not None:
+        return pb[1] >= pa_[1] and pb[0] - pb[1] >= pa_[0] - pa_[1]
+    if a.startswith("character varying(") and b.startswith("character varying("):
+        return int(b[18:-1]) >= int(a[18:-1])
+    return False
+
+
+def fits(narrower: str, wider: str) -> bool:
+    """Whether values of an older, narrower shape can be written into the wider column as it
+    is: the same family only (integers, floats, decimals, varchar lengths), never text."""
+    a, b = _normal(narrower), _normal(wider)
+    return a != b and b != "text" and widens(narrower, wider)
 
 
 def split_ddl(statements: list[str]) -> tuple[list[str], list[str]]:

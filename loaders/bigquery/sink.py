@@ -75,10 +75,6 @@ class BigQuerySink(Sink):
         except GoogleAPIError as exc:
             raise SinkFatal(f"BigQuery refused: {exc}"[:2000]) from exc
 
-    def _name(self, table: TableBatch, suffix: str = "") -> str:
-        schema, name = table.table
-        return (name if schema == "public" else f"{schema}_{name}") + suffix
-
     # --- offsets ---------------------------------------------------------------------------
     def stored_offsets(self, group: str) -> dict[tuple[str, int], int]:
         rows = self._query(
@@ -148,10 +144,8 @@ class BigQuerySink(Sink):
 
     def _current(self, table: TableBatch) -> None:
         columns = list(table.schema.columns)
-        keys = [c for c in columns if c.key]
-        if not keys:
-            raise SinkFatal(f"{table.table} has no primary key: load it in history mode")
-        name, guard = self._name(table), self._name(table, "__deletes")
+        keys = table.key_columns()
+        name, guard = table.target_name(), table.target_name("__deletes")
         position = [f"{POSITION[0]} INT64", f"{POSITION[1]} INT64"]
         self._ensure(name, columns, position)
         self._ensure(guard, keys, position)
@@ -203,7 +197,7 @@ class BigQuerySink(Sink):
 
     def _history(self, table: TableBatch) -> None:
         columns = list(table.schema.columns)
-        name = self._name(table, "__history")
+        name = table.target_name("__history")
         extra = [
             "_sluiceway_op STRING", f"{POSITION[0]} INT64", f"{POSITION[1]} INT64",
             "_sluiceway_ts_ms INT64", "_sluiceway_topic STRING", "_sluiceway_partition INT64",

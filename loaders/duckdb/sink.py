@@ -19,7 +19,16 @@ import pyarrow as pa
 from loaders.base import POSITION, LoadBatch, Mode, Sink, TableBatch, latest_per_key
 from loaders.changes import Change
 from loaders.duckdb.types import cast_expression, duckdb_type
-from loaders.sql import HISTORY_COLUMNS, Dialect, current_state, history, q, staged_values
+from loaders.sql import (
+    HISTORY_COLUMNS,
+    Dialect,
+    current_state,
+    fits,
+    history,
+    q,
+    staged_values,
+    widens,
+)
 from sluiceway.errors import SinkFatal, SinkUnavailable
 from streaming.events import ColumnSchema
 
@@ -60,11 +69,9 @@ class DuckDBSink(Sink):
         )
         self._columns: dict[str, dict[str, str]] = {}
 
-    def table_name(self, batch: TableBatch, history: bool = False) -> str:
-        """The target table of a source table: ``<schema>.<table>`` (``__history``)."""
-        schema, table = batch.table
-        name = table if schema == "public" else f"{schema}_{table}"
-        return f"{q(self.schema)}.{q(name + ('__history' if history else ''))}"
+    def table_name(self, batch: TableBatch, suffix: str = "") -> str:
+        """``<target schema>.<table><suffix>``, quoted."""
+        return f"{q(self.schema)}.{q(batch.target_name(suffix))}"
 
     # --- offsets ---------------------------------------------------------------------------
     def stored_offsets(self, group: str) -> dict[tuple[str, int], int]:
@@ -104,25 +111,20 @@ class DuckDBSink(Sink):
                 self.conn.execute(f"ALTER TABLE {name} ADD COLUMN {q(column.name)} {wanted}")
                 known[column.name] = wanted
             elif known[column.name].upper() != wanted.upper():
-                self._widen(name, column, known[column.name], wanted)
-                known[column.name] = wanted
-
-    def _widen(self, name: str, column: ColumnSchema, have: str, wanted: str) -> None:
-        have_u, wanted_u = have.upper(), wanted.upper()
-        integers = ["SMALLINT", "INTEGER", "BIGINT"]
-        widens = (
-            (have_u in integers and wanted_u in integers
-             and integers.index(wanted_u) > integers.index(have_u))
-            or (have_u, wanted_u) == ("FLOAT", "DOUBLE")
-            or (have_u.startswith("DECIMAL") and wanted_u.startswith("DECIMAL"))
-            or wanted_u == "VARCHAR"
-        )  # fmt: skip
-        if not widens:
-            raise SinkFatal(
-                f"{name}.{column.name}: the source changed its type from {have} to {wanted}, "
-                "which would lose values here; migrate the column by hand, then resume"
-            )
-        self.conn.execute(f"ALTER TABLE {name} ALTER COLUMN {q(column.name)} TYPE {wanted}")
+                have = known[column.name]
+                if widens(have, wanted):
+                    self.conn.execute(
+                        f"ALTER TABLE {name} ALTER COLUMN {q(column.name)} TYPE {wanted}"
+                    )
+                    known[column.name] = wanted
+                elif not fits(wanted, have):
+                    # An older, narrower shape (rows of other partitions arrive in any order)
+                    # fits the wider column as it is; anything else would change values.
+                    raise SinkFatal(
+                        f"{name}.{column.name}: the source changed its type from {have} to "
+                        f"{wanted}, which would lose values here; migrate the column by hand, "
+                        "then resume"
+                    )
 
     # --- writing ---------------------------------------------------------------------------
     def write(self, batch: LoadBatch, mode: Mode) -> None:
@@ -145,17 +147,12 @@ class DuckDBSink(Sink):
         self.conn.register(name, pa.table(arrays))
 
     def _current(self, table: TableBatch) -> None:
-        schema = table.schema
-        if not schema.key:
-            raise SinkFatal(
-                f"{table.table[0]}.{table.table[1]} has no primary key: load it in history mode"
-            )
-        target = self.table_name(table)
-        guard = target[:-1] + '__deletes"'
-        columns = list(schema.columns)
+        keys = table.key_columns()
+        target, guard = self.table_name(table), self.table_name(table, "__deletes")
+        columns = list(table.schema.columns)
         position = [f"{POSITION[0]} BIGINT", f"{POSITION[1]} BIGINT"]
         self._ensure(target, columns, position)
-        self._ensure(guard, [c for c in columns if c.key], position)
+        self._ensure(guard, keys, position)
         changes = latest_per_key(table.changes)
         if not changes:
             return
@@ -165,7 +162,7 @@ class DuckDBSink(Sink):
         self.conn.unregister("staged")
 
     def _history(self, table: TableBatch) -> None:
-        target = self.table_name(table, history=True)
+        target = self.table_name(table, "__history")
         columns = list(table.schema.columns)
         self._ensure(target, columns, [f"{n} {t.upper()}" for n, t in HISTORY_COLUMNS])
         changes = [c for c in table.changes if c.op != "t"]

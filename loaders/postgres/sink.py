@@ -17,8 +17,17 @@ from psycopg2 import sql as pgsql
 
 from loaders.base import POSITION, LoadBatch, Mode, Sink, TableBatch, latest_per_key
 from loaders.changes import Change
-from loaders.postgres.types import cast_expression, postgres_type, widens
-from loaders.sql import HISTORY_COLUMNS, Dialect, current_state, history, q, staged_values
+from loaders.postgres.types import cast_expression, postgres_type
+from loaders.sql import (
+    HISTORY_COLUMNS,
+    Dialect,
+    current_state,
+    fits,
+    history,
+    q,
+    staged_values,
+    widens,
+)
 from sluiceway.connect import postgres_connection
 from sluiceway.errors import SinkFatal, SinkUnavailable
 from sluiceway.settings import PostgresSettings
@@ -76,10 +85,8 @@ class PostgresSink(Sink):
         self._columns: dict[str, dict[str, str]] = {}
 
     def table_name(self, batch: TableBatch, suffix: str = "") -> str:
-        """``<schema>.<table><suffix>``."""
-        schema, table = batch.table
-        name = table if schema == "public" else f"{schema}_{table}"
-        return f"{q(self.schema)}.{q(name + suffix)}"
+        """``<target schema>.<table><suffix>``, quoted."""
+        return f"{q(self.schema)}.{q(batch.target_name(suffix))}"
 
     def stored_offsets(self, group: str) -> dict[tuple[str, int], int]:
         with self.conn.cursor() as cur:
@@ -111,14 +118,18 @@ class PostgresSink(Sink):
                 cur.execute(f"ALTER TABLE {name} ADD COLUMN {q(column.name)} {wanted}")
                 known[column.name] = wanted
             elif known[column.name] != wanted:
-                if not widens(known[column.name], wanted):
+                have = known[column.name]
+                if widens(have, wanted):
+                    cur.execute(f"ALTER TABLE {name} ALTER COLUMN {q(column.name)} TYPE {wanted}")
+                    known[column.name] = wanted
+                elif not fits(wanted, have):
+                    # An older, narrower shape (rows of other partitions arrive in any order)
+                    # fits the wider column as it is; anything else would change values.
                     raise SinkFatal(
-                        f"{name}.{column.name}: the source changed its type from "
-                        f"{known[column.name]} to {wanted}, which would lose or alter values; "
-                        "migrate the column by hand, then resume"
+                        f"{name}.{column.name}: the source changed its type from {have} to "
+                        f"{wanted}, which would lose or alter values; migrate the column by "
+                        "hand, then resume"
                     )
-                cur.execute(f"ALTER TABLE {name} ALTER COLUMN {q(column.name)} TYPE {wanted}")
-                known[column.name] = wanted
 
     def _stage(self, cur: Any, columns: list[ColumnSchema], changes: list[Change]) -> None:
         values = staged_values(columns, changes)

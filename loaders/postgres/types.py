@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from streaming.events import ColumnSchema
 
-__all__ = ["cast_expression", "postgres_type", "widens"]
+__all__ = ["cast_expression", "postgres_type"]
 
 # Spelled as PostgreSQL's format_type() spells them, so a stored column compares equal.
 _SIMPLE = {
@@ -46,28 +46,6 @@ def _scalar(logical: str, column: ColumnSchema | None = None) -> str:
         if logical == "string" and source.startswith("bpchar("):
             return "character" + source[len("bpchar") :]
     return _SIMPLE.get(logical, "text")
-
-
-_INTEGERS = ["smallint", "integer", "bigint"]
-
-
-def widens(have: str, wanted: str) -> bool:
-    """Whether changing a column from ``have`` to ``wanted`` loses no value."""
-    if have in _INTEGERS and wanted in _INTEGERS:
-        return _INTEGERS.index(wanted) > _INTEGERS.index(have)
-    if (have, wanted) == ("real", "double precision") or wanted == "text":
-        return True
-    if have.startswith("numeric(") and wanted == "numeric":
-        return True
-    if have.startswith("numeric(") and wanted.startswith("numeric("):
-        p1, s1 = map(int, have[8:-1].split(","))
-        p2, s2 = map(int, wanted[8:-1].split(","))
-        return s2 >= s1 and p2 - s2 >= p1 - s1
-    return (
-        have.startswith("character varying(")
-        and wanted.startswith("character varying(")
-        and (int(wanted[18:-1]) >= int(have[18:-1]))
-    )
 
 
 def postgres_type(column: ColumnSchema) -> str:

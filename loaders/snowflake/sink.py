@@ -85,10 +85,6 @@ class SnowflakeSink(Sink):
         )
         return {(t, int(p)): int(o) for t, p, o in cur.fetchall()}
 
-    def _name(self, table: TableBatch, suffix: str = "") -> str:
-        schema, name = table.table
-        return q((name if schema == "public" else f"{schema}_{name}") + suffix)
-
     def _ensure(self, cur: Any, name: str, columns: list[ColumnSchema], extra: list[str]) -> None:
         known = self._columns.get(name)
         if known is None:
@@ -162,10 +158,8 @@ class SnowflakeSink(Sink):
 
     def _current(self, cur: Any, table: TableBatch, number: int) -> list[str]:
         columns = list(table.schema.columns)
-        keys = [c for c in columns if c.key]
-        if not keys:
-            raise SinkFatal(f"{table.table} has no primary key: load it in history mode")
-        target, guard = self._name(table), self._name(table, "__deletes")
+        keys = table.key_columns()
+        target, guard = q(table.target_name()), q(table.target_name("__deletes"))
         position = [f"{POSITION[0]} NUMBER(20,0)", f"{POSITION[1]} NUMBER(20,0)"]
         self._ensure(cur, target, columns, position)
         self._ensure(cur, guard, keys, position)
@@ -182,7 +176,7 @@ class SnowflakeSink(Sink):
 
     def _history(self, cur: Any, table: TableBatch, number: int) -> list[str]:
         columns = list(table.schema.columns)
-        target = self._name(table, "__history")
+        target = q(table.target_name("__history"))
         extra = [f"{n} {_HISTORY_TYPES[t]}" for n, t in HISTORY_COLUMNS]
         self._ensure(cur, target, columns, extra)
         changes = [c for c in table.changes if c.op != "t"]

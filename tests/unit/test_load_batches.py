@@ -73,3 +73,35 @@ def test_unchanged_toast_values_carry_over_within_a_batch() -> None:
     assert latest.unchanged == []
     lone = _change("u", {"id": 3, "body": UNAVAILABLE}, 12, 1, unchanged=["body"])
     assert latest_per_key([lone])[0].unchanged == ["body"]  # the target keeps its stored value
+
+
+@pytest.mark.parametrize(
+    ("have", "wanted", "expected"),
+    [
+        ("INTEGER", "BIGINT", True),
+        ("bigint", "integer", False),  # an older, narrower shape: kept as is, never narrowed
+        ("DECIMAL(6,2)", "DECIMAL(12,4)", True),
+        ("numeric(12,4)", "numeric(6,2)", False),
+        ("numeric(10,2)", "numeric(10,4)", False),  # more scale, fewer integer digits
+        ("numeric(12,4)", "numeric", True),
+        ("FLOAT", "DOUBLE", True),
+        ("real", "double precision", True),
+        ("INTEGER", "VARCHAR", True),
+        ("text", "integer", False),
+        ("character varying(10)", "character varying(20)", True),
+        ("character varying(20)", "character varying(10)", False),
+        ("TIMESTAMP", "TIMESTAMP WITH TIME ZONE", False),
+    ],
+)
+def test_widening_rule(have: str, wanted: str, expected: bool) -> None:
+    from loaders.sql import widens
+
+    assert widens(have, wanted) is expected
+
+
+def test_an_older_narrower_shape_fits_only_within_its_family() -> None:
+    from loaders.sql import fits
+
+    assert fits("integer", "bigint") and fits("DECIMAL(6,2)", "DECIMAL(12,4)")
+    assert not fits("integer", "text")  # stored text, an integer shape: a real type change
+    assert not fits("bigint", "integer") and not fits("integer", "integer")
