@@ -26,12 +26,14 @@ import orjson
 
 from loaders.base import POSITION
 from loaders.changes import Change
+from sluiceway.errors import SinkFatal
 from streaming.events import ColumnSchema
 
 __all__ = [
     "HISTORY_COLUMNS",
     "Dialect",
     "current_state",
+    "evolve",
     "fits",
     "history",
     "q",
@@ -205,6 +207,40 @@ def fits(narrower: str, wider: str) -> bool:
     is: the same family only (integers, floats, decimals, varchar lengths), never text."""
     a, b = _normal(narrower), _normal(wider)
     return a != b and b != "text" and widens(narrower, wider)
+
+
+def evolve(
+    table: str,
+    known: dict[str, str],
+    columns: list[ColumnSchema],
+    spell: Callable[[ColumnSchema], str],
+) -> list[str]:
+    """The ALTER statements bringing ``table`` (columns ``known``, updated in place) to a shape.
+
+    A new source column is added; a column the source dropped stays, nullable; a widened type
+    is widened; an older, narrower shape of the same family fits as it is (rows of other
+    partitions arrive in any order).
+
+    Raises:
+        SinkFatal: any other type change, which would lose or alter values.
+    """
+    statements = []
+    for column in columns:
+        wanted = spell(column)
+        have = known.get(column.name)
+        if have is None:
+            statements.append(f"ALTER TABLE {table} ADD COLUMN {q(column.name)} {wanted}")
+        elif have.upper() == wanted.upper() or fits(wanted, have):
+            continue
+        elif widens(have, wanted):
+            statements.append(f"ALTER TABLE {table} ALTER COLUMN {q(column.name)} TYPE {wanted}")
+        else:
+            raise SinkFatal(
+                f"{table}.{column.name}: the source changed its type from {have} to {wanted}, "
+                "which would lose or alter values here; migrate the column by hand, then resume"
+            )
+        known[column.name] = wanted
+    return statements
 
 
 def split_ddl(statements: list[str]) -> tuple[list[str], list[str]]:

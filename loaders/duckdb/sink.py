@@ -23,13 +23,12 @@ from loaders.sql import (
     HISTORY_COLUMNS,
     Dialect,
     current_state,
-    fits,
+    evolve,
     history,
     q,
     staged_values,
-    widens,
 )
-from sluiceway.errors import SinkFatal, SinkUnavailable
+from sluiceway.errors import SinkUnavailable
 from streaming.events import ColumnSchema
 
 __all__ = ["DuckDBSink"]
@@ -104,27 +103,8 @@ class DuckDBSink(Sink):
                 self.conn.execute(f"CREATE TABLE {name} ({', '.join(definition)})")
                 known = {c.name: duckdb_type(c) for c in columns}
             self._columns[name] = known
-        for column in columns:
-            wanted = duckdb_type(column)
-            if column.name not in known:
-                # A new source column appears; columns the source dropped stay, nullable.
-                self.conn.execute(f"ALTER TABLE {name} ADD COLUMN {q(column.name)} {wanted}")
-                known[column.name] = wanted
-            elif known[column.name].upper() != wanted.upper():
-                have = known[column.name]
-                if widens(have, wanted):
-                    self.conn.execute(
-                        f"ALTER TABLE {name} ALTER COLUMN {q(column.name)} TYPE {wanted}"
-                    )
-                    known[column.name] = wanted
-                elif not fits(wanted, have):
-                    # An older, narrower shape (rows of other partitions arrive in any order)
-                    # fits the wider column as it is; anything else would change values.
-                    raise SinkFatal(
-                        f"{name}.{column.name}: the source changed its type from {have} to "
-                        f"{wanted}, which would lose values here; migrate the column by hand, "
-                        "then resume"
-                    )
+        for statement in evolve(name, known, columns, duckdb_type):
+            self.conn.execute(statement)
 
     # --- writing ---------------------------------------------------------------------------
     def write(self, batch: LoadBatch, mode: Mode) -> None:

@@ -22,11 +22,10 @@ from loaders.sql import (
     HISTORY_COLUMNS,
     Dialect,
     current_state,
-    fits,
+    evolve,
     history,
     q,
     staged_values,
-    widens,
 )
 from sluiceway.connect import postgres_connection
 from sluiceway.errors import SinkFatal, SinkUnavailable
@@ -112,24 +111,8 @@ class PostgresSink(Sink):
                 cur.execute(f"CREATE TABLE {name} ({', '.join(definition)})")
                 known = {c.name: postgres_type(c) for c in columns}
             self._columns[name] = known
-        for column in columns:
-            wanted = postgres_type(column)
-            if column.name not in known:
-                cur.execute(f"ALTER TABLE {name} ADD COLUMN {q(column.name)} {wanted}")
-                known[column.name] = wanted
-            elif known[column.name] != wanted:
-                have = known[column.name]
-                if widens(have, wanted):
-                    cur.execute(f"ALTER TABLE {name} ALTER COLUMN {q(column.name)} TYPE {wanted}")
-                    known[column.name] = wanted
-                elif not fits(wanted, have):
-                    # An older, narrower shape (rows of other partitions arrive in any order)
-                    # fits the wider column as it is; anything else would change values.
-                    raise SinkFatal(
-                        f"{name}.{column.name}: the source changed its type from {have} to "
-                        f"{wanted}, which would lose or alter values; migrate the column by "
-                        "hand, then resume"
-                    )
+        for statement in evolve(name, known, columns, postgres_type):
+            cur.execute(statement)
 
     def _stage(self, cur: Any, columns: list[ColumnSchema], changes: list[Change]) -> None:
         values = staged_values(columns, changes)
