@@ -110,7 +110,9 @@ class KafkaService(Service):
         path = self.cluster_dir / "cluster.id"
         if not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
-            raw = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            raw = "-"
+            while raw.startswith("-"):  # as Kafka's Uuid.randomUuid: never read as an option
+                raw = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             path.write_text(raw)
         return path.read_text().strip()
 
@@ -164,10 +166,8 @@ class KafkaService(Service):
                     *self._java(),
                     "kafka.tools.StorageTool",
                     "format",
-                    "-t",
-                    cluster_id,
-                    "-c",
-                    str(props),
+                    f"--cluster-id={cluster_id}",
+                    f"--config={props}",
                     "--ignore-formatted",
                 ],
                 f"kafka: formatting {node_dir} failed",

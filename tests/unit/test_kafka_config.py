@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
+import pytest
+
 from sluiceway.settings import load_settings
+from stack import kafka
 from stack.kafka import KafkaService
 
 
@@ -33,3 +37,15 @@ def test_three_brokers_replicate_three_ways(tmp_path: Path) -> None:
     assert props["min.insync.replicas"] == "2"
     assert props["transaction.state.log.min.isr"] == "2"
     assert [spec.name for spec in service.processes()] == ["kafka-1", "kafka-2", "kafka-3"]
+
+
+def test_cluster_ids_never_start_with_a_dash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The storage tool would read a leading '-' as an option (1 id in 64 without care)."""
+    dashed = uuid.UUID(bytes=b"\xfb" + bytes(15))  # its urlsafe base64 starts with '-'
+    drawn = iter([dashed, uuid.UUID(int=1)])
+    monkeypatch.setattr(kafka.uuid, "uuid4", lambda: next(drawn))
+    cluster_id = KafkaService(load_settings(state_dir=tmp_path))._cluster_id()
+    assert not cluster_id.startswith("-")
+    assert len(cluster_id) == 22
