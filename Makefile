@@ -50,10 +50,14 @@ format: venv ## format the code with ruff
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+bench: up ## run the benchmarks (each beside its baseline) and record docs/benchmarks.json and .md
+	$(BIN)/python -m bench.capture_postgres
+	$(BIN)/python -m bench.load
+
 bench-render: venv ## re-render docs/benchmarks.md from docs/benchmarks.json
 	$(BIN)/python -m bench.record
 
 clean: down ## stop the stack and remove all local state (keeps downloads in .sluiceway/cache)
 	find .sluiceway -mindepth 1 -maxdepth 1 ! -name cache -exec rm -rf {} +
 
-.PHONY: help venv install up down status demo test test-unit lint format bench-render clean
+.PHONY: help venv install up down status demo test test-unit lint format bench bench-render clean
