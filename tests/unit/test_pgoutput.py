@@ -83,3 +83,12 @@ def test_truncate_message_and_type() -> None:
 def test_malformed_messages_raise_a_clear_error(payload: bytes) -> None:
     with pytest.raises(pg.PgOutputError):
         pg.decode(payload)
+
+
+def test_the_row_fast_path_validates_like_decode() -> None:
+    broken = b"U" + struct.pack("!I", 42) + b"X" + _tuple("1")
+    for parse in (pg.decode, pg.row_values):
+        with pytest.raises(pg.PgOutputError, match="expected 'N'"):
+            parse(broken)
+    with pytest.raises(pg.PgOutputError, match="malformed 'I'"):
+        pg.row_values(b"I" + struct.pack("!I", 42) + b"N" + struct.pack("!h", 1) + b"t")

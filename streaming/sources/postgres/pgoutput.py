@@ -215,20 +215,24 @@ def _relation(buf: bytes) -> Relation:
     return Relation(oid, namespace, name, identity, tuple(columns))
 
 
-def _update(buf: bytes) -> Update:
-    (oid,) = _U32.unpack_from(buf, 1)
+def _update_parts(buf: bytes, oid: int) -> tuple[str | None, list[Value] | None, list[Value]]:
+    """(old kind, old tuple, new tuple) of an Update message."""
     pos = 5
-    kind = chr(buf[pos])
+    kind = buf[pos]
     old: list[Value] | None = None
     old_kind: str | None = None
-    if kind in ("K", "O"):
-        old_kind = kind
+    if kind == 0x4B or kind == 0x4F:  # 'K' key columns, 'O' the whole old row
+        old_kind = chr(kind)
         old, pos = _tuple(buf, pos + 1)
-        kind = chr(buf[pos])
-    if kind != "N":
-        raise PgOutputError(f"update of relation {oid}: expected 'N', got {kind!r}")
-    new, _ = _tuple(buf, pos + 1)
-    return Update(oid, old_kind, old, new)
+        kind = buf[pos]
+    if kind != 0x4E:
+        raise PgOutputError(f"update of relation {oid}: expected 'N', got {chr(kind)!r}")
+    return old_kind, old, _tuple(buf, pos + 1)[0]
+
+
+def _update(buf: bytes) -> Update:
+    (oid,) = _U32.unpack_from(buf, 1)
+    return Update(oid, *_update_parts(buf, oid))
 
 
 def row_values(payload: bytes) -> tuple[str, int, list[Value] | None, list[Value] | None]:
@@ -239,16 +243,16 @@ def row_values(payload: bytes) -> tuple[str, int, list[Value] | None, list[Value
     messages instead of `decode`, skipping the message objects.
     """
     tag = payload[0]
-    (oid,) = _U32.unpack_from(payload, 1)
-    if tag == 0x49:
-        return "c", oid, None, _tuple(payload, 6)[0]
-    if tag == 0x44:
-        return "d", oid, _tuple(payload, 6)[0], None
-    old: list[Value] | None = None
-    pos = 5
-    if payload[5] != 0x4E:  # 'K' or 'O': an old tuple first
-        old, pos = _tuple(payload, 6)
-    return "u", oid, old, _tuple(payload, pos + 1)[0]
+    try:
+        (oid,) = _U32.unpack_from(payload, 1)
+        if tag == 0x49:
+            return "c", oid, None, _tuple(payload, 6)[0]
+        if tag == 0x44:
+            return "d", oid, _tuple(payload, 6)[0], None
+        _kind, old, new = _update_parts(payload, oid)
+        return "u", oid, old, new
+    except (struct.error, IndexError, UnicodeDecodeError) as exc:
+        raise PgOutputError(f"malformed {chr(tag)!r} message: {exc}") from exc
 
 
 def decode(payload: bytes) -> Message:
