@@ -30,7 +30,7 @@ from psycopg2 import sql
 
 from streaming.events import encode_json
 from streaming.sources.postgres import pgoutput as pg
-from streaming.sources.postgres.snapshot import _LineSink, parse_copy_line
+from streaming.sources.postgres.snapshot import copy_rows
 
 if TYPE_CHECKING:
     from streaming.sources.postgres.capture import PostgresCapture
@@ -166,15 +166,13 @@ class IncrementalSnapshot:
             )
             key_index = [codec.names.index(k) for k in codec.key]
 
-            def line(text: str) -> None:
-                values = parse_copy_line(text)
+            def line(values: list[pg.Value]) -> None:
                 row, _ = codec.row(values)
                 chunk.rows[encode_json(codec.key_of(row))] = values
                 chunk.read += 1
                 chunk.last_key = [values[i] for i in key_index]
 
-            statement = sql.SQL("COPY ({}) TO STDOUT").format(query)
-            cur.copy_expert(cur.mogrify(statement, params).decode(), _LineSink(line))
+            copy_rows(cur, query, params, line)
 
     def discard(self, oid: int, key: dict[str, Any] | None) -> None:
         """A change to ``key`` inside the window: the log's version wins over the chunk's."""

@@ -24,7 +24,7 @@ from sluiceway.errors import SourceFatal
 from streaming.sources.postgres.catalog import TableInfo
 from streaming.sources.postgres.pgoutput import Value
 
-__all__ = ["Chunk", "SnapshotReader", "chunk_table", "parse_copy_line"]
+__all__ = ["Chunk", "SnapshotReader", "chunk_table", "copy_rows", "parse_copy_line"]
 
 _ESCAPES = {"\\": "\\", "n": "\n", "r": "\r", "t": "\t", "b": "\b", "f": "\f", "v": "\v"}
 
@@ -106,10 +106,10 @@ def _chunk_query(chunk: Chunk, columns: list[str]) -> tuple[sql.Composed, list[A
 
 
 class _LineSink:
-    """A file-like target for copy_expert that hands over complete lines."""
+    """A file-like target for copy_expert that hands over complete lines, parsed."""
 
-    def __init__(self, on_line: Callable[[str], None]) -> None:
-        self._on_line = on_line
+    def __init__(self, on_values: Callable[[list[Value]], None]) -> None:
+        self._on_values = on_values
         self._rest = b""
 
     def write(self, data: bytes | str) -> int:
@@ -117,8 +117,16 @@ class _LineSink:
         buffer = self._rest + raw
         *lines, self._rest = buffer.split(b"\n")
         for line in lines:
-            self._on_line(line.decode())
+            self._on_values(parse_copy_line(line.decode()))
         return len(raw)
+
+
+def copy_rows(
+    cur: Any, query: sql.Composable, params: list[Any], on_values: Callable[[list[Value]], None]
+) -> None:
+    """Run ``COPY (query) TO STDOUT`` and hand each row's text values to ``on_values``."""
+    statement = sql.SQL("COPY ({}) TO STDOUT").format(query)
+    cur.copy_expert(cur.mogrify(statement, params).decode(), _LineSink(on_values))
 
 
 RowHandler = Callable[[TableInfo, list[str], list[Value]], None]
@@ -201,18 +209,17 @@ class SnapshotReader:
         query, params = _chunk_query(chunk, columns)
         count = 0
 
-        def line(text: str) -> None:
+        def row(values: list[Value]) -> None:
             nonlocal count
-            on_row(chunk.table, columns, parse_copy_line(text))
+            on_row(chunk.table, columns, values)
             count += 1
             if count % 5000 == 0:
                 with self._lock:
                     self.rows_read += 5000
 
         with conn.cursor() as cur:
-            statement = sql.SQL("COPY ({}) TO STDOUT").format(query)
             try:
-                cur.copy_expert(cur.mogrify(statement, params).decode(), _LineSink(line))
+                copy_rows(cur, query, params, row)
             except (psycopg2.errors.UndefinedTable, psycopg2.errors.InsufficientPrivilege) as exc:
                 raise SourceFatal(f"snapshot of {chunk.table.name}: {exc}") from exc
         with self._lock:
