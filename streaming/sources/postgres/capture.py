@@ -48,22 +48,16 @@ from streaming.sources.postgres.catalog import (
     table_info,
 )
 from streaming.sources.postgres.changes import TableCodec
-from streaming.sources.postgres.incremental import (
-    SIGNAL_PREFIX,
-    WATERMARK_PREFIX,
-    IncrementalSnapshot,
-)
 from streaming.sources.postgres.pgtypes import SESSION_SETTINGS, TypeRegistry
 from streaming.sources.postgres.snapshot import SnapshotReader
 from streaming.sources.postgres.state import CaptureState
+from streaming.sources.postgres.stream import TransactionStream
 
 __all__ = ["CaptureStats", "PostgresCapture"]
 
 log = logging.getLogger(__name__)
 
-PG_EPOCH_MS = 946_684_800_000  # 2000-01-01 in Unix milliseconds
 HEARTBEAT_PREFIX = "sluiceway.heartbeat"
-_ROW_TAGS = frozenset(b"IUD")
 _OPTIONS = " ".join(f"-c {k}={v.replace(' ', '')}" for k, v in SESSION_SETTINGS.items())
 
 
@@ -394,7 +388,7 @@ class PostgresCapture:
         )
         self.stats.phase = "streaming"
         log.info("streaming from slot %s", self.pipeline.slot)
-        state = _StreamState(self, catalog, producer, tracker)
+        state = TransactionStream(self, catalog, producer, tracker)
         next_status = next_heartbeat = next_health = time.monotonic()
         while not self.stop.is_set():
             message = cur.read_message()
@@ -482,139 +476,3 @@ class PostgresCapture:
         self._ensure_topics([codec.topic])
         self._publish_schema(codec)
         return codec
-
-
-class _StreamState:
-    """The transaction being decoded, and what to do with each pgoutput message."""
-
-    def __init__(
-        self,
-        capture: PostgresCapture,
-        catalog: Any,
-        producer: EventProducer,
-        tracker: DeliveryTracker,
-    ) -> None:
-        self.capture = capture
-        self.catalog = catalog
-        self.producer = producer
-        self.tracker = tracker
-        self.handled = 0
-        self.batch: Batch | None = None
-        self.begin: pg.Begin | None = None
-        self.now_ms = 0
-        self.commit_ms = 0
-        self.order = 0
-        self.templates: dict[TableCodec, dict[str, Any]] = {}
-        self.as_connect = capture.pipeline.topics.format == "connect-json"
-        self.transactions = capture.pipeline.topics.transaction_topic
-        progress = capture.state.incremental if capture.state else None
-        self.incremental = IncrementalSnapshot(capture, catalog, progress)
-
-    def handle(self, payload: bytes, lsn: int) -> None:
-        self.handled += 1
-        if payload[0] in _ROW_TAGS:  # the hot path: no message objects for row changes
-            self._change(payload, lsn)
-            return
-        message = pg.decode(payload)
-        if isinstance(message, pg.Begin):
-            self.begin = message
-            self.batch = self.tracker.open()
-            self.now_ms = int(time.time() * 1000)
-            self.commit_ms = message.commit_ts_us // 1000 + PG_EPOCH_MS
-            self.order = 0
-            self.templates.clear()
-        elif isinstance(message, pg.Commit):
-            assert self.batch is not None
-            if self.transactions and self.order:
-                self._transaction_marker("END")
-            self.incremental.seal(message.end_lsn)
-            self.tracker.seal(self.batch, message.end_lsn)
-            self.capture.stats.transactions += 1
-            self.capture.stats.last_commit_ms = self.commit_ms
-            self.batch = None
-        elif isinstance(message, pg.LogicalMessage):
-            if message.prefix == WATERMARK_PREFIX:
-                self.incremental.on_watermark(message.content, message.lsn, self._snapshot_row)
-            elif message.prefix == SIGNAL_PREFIX:
-                self.incremental.on_signal(message.content)
-        elif isinstance(message, pg.Relation):
-            self.capture.relation(self.catalog, message)
-        elif isinstance(message, pg.Truncate):
-            for oid in message.relation_oids:
-                self._truncate(oid, lsn)
-        elif isinstance(message, pg.TypeInfo):
-            assert self.capture._types is not None
-            self.capture._types.load(load_types(self.catalog, [message.oid]))
-
-    def _source(self, codec: TableCodec, lsn: int, snapshot: str = "false") -> dict[str, Any]:
-        assert self.begin is not None
-        if snapshot != "false":
-            return codec.source(self.commit_ms, snapshot, self.begin.xid, lsn, self.begin.final_lsn)
-        # One template per table per transaction: only the change's LSN differs per row.
-        template = self.templates.get(codec)
-        if template is None:
-            template = self.templates[codec] = codec.source_template(
-                self.commit_ms, snapshot, self.begin.xid, self.begin.final_lsn
-            )
-        return {**template, "lsn": lsn}
-
-    def _snapshot_row(self, codec: TableCodec, values: list[pg.Value], lsn: int) -> None:
-        # A row of an incremental snapshot chunk, emitted in the high watermark's transaction.
-        source = self._source(codec, lsn, "incremental")
-        self._emit(codec, codec.event("r", None, values, source, self.now_ms))
-
-    def _emit(self, codec: TableCodec, event: ChangeEvent) -> None:
-        assert self.batch is not None and self.begin is not None
-        if self.incremental.chunk is not None and event.source["snapshot"] == "false":
-            self.incremental.discard(codec.oid, event.key)
-        if self.transactions and self.order == 0:
-            self._transaction_marker("BEGIN")
-        self.order += 1
-        if self.transactions:
-            event.transaction = {
-                "id": f"{self.begin.xid}:{self.begin.final_lsn}",
-                "total_order": self.order,
-                "data_collection_order": self.order,
-            }
-        self.capture._send(self.producer, self.batch, codec, event, self.as_connect)
-
-    def _change(self, payload: bytes, lsn: int) -> None:
-        op, oid, old, new = pg.row_values(payload)
-        codec = self.capture._codecs[oid]
-        source = self._source(codec, lsn)
-        if op == "c":
-            self._emit(codec, codec.event("c", None, new, source, self.now_ms))
-        elif op == "d":
-            self._emit(codec, codec.event("d", old, None, source, self.now_ms))
-        else:
-            event = codec.event("u", old, new, source, self.now_ms)
-            old_key = codec.key_of(event.before) if event.before is not None else None
-            if old_key is not None:
-                self.incremental.discard(oid, old_key)
-            if old_key is not None and old_key != event.key:
-                # The primary key changed: a delete of the old key and a create of the new one,
-                # as Debezium emits, so consumers keyed by primary key drop the old row.
-                self._emit(codec, codec.event("d", old, None, source, self.now_ms))
-                event.op = "c"
-                event.before = None
-            self._emit(codec, event)
-
-    def _truncate(self, oid: int, lsn: int) -> None:
-        codec = self.capture._codecs.get(oid)
-        if codec is None:
-            return
-        event = ChangeEvent(
-            codec.topic, None, "t", None, None, self._source(codec, lsn), self.now_ms
-        )
-        self._emit(codec, event)
-
-    def _transaction_marker(self, status: str) -> None:
-        # Debezium's transaction metadata: BEGIN before a transaction's first event, END with
-        # its event count after the last (transactions without events, e.g. heartbeats, skip).
-        assert self.begin is not None and self.batch is not None
-        topic = f"{self.capture.pipeline.topic_prefix}.transaction"
-        txid = f"{self.begin.xid}:{self.begin.final_lsn}"
-        value: dict[str, Any] = {"status": status, "id": txid, "ts_ms": self.commit_ms}
-        if status == "END":
-            value["event_count"] = self.order
-        self.producer.send(self.batch, topic, encode_json({"id": txid}), encode_json(value))
