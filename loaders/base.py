@@ -25,7 +25,7 @@ from loaders.changes import Change, TableRef
 from sluiceway.errors import SinkFatal
 from streaming.events import ColumnSchema, TableSchema
 
-__all__ = ["LoadBatch", "Mode", "Sink", "TableBatch", "latest_per_key"]
+__all__ = ["LoadBatch", "Mode", "RawRecords", "Sink", "TableBatch", "latest_per_key"]
 
 Mode = Literal["current", "history", "both"]
 
@@ -33,12 +33,58 @@ POSITION = ("_sluiceway_commit_lsn", "_sluiceway_lsn")
 
 
 @dataclass
+class RawRecords:
+    """The Kafka records of one table shape in one batch, as read: SQL targets stage these
+    bytes in bulk and let the engine parse and cast them (no per-row Python)."""
+
+    topic: str
+    partitions: list[int] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    keys: list[bytes | None] = field(default_factory=list)
+    values: list[bytes] = field(default_factory=list)
+    parse_in_python: bool = False  # set to force the Python path
+
+    def append(self, partition: int, offset: int, key: bytes | None, value: bytes) -> None:
+        self.partitions.append(partition)
+        self.offsets.append(offset)
+        self.keys.append(key)
+        self.values.append(value)
+
+    def plain(self) -> bool:
+        """Whether the engine can parse these records: plain JSON envelopes, none with
+        TOAST-unchanged columns (whose stored values a newer change of the same key in the
+        batch must carry over — done in Python). One search over the joined bytes: in JSON
+        these markers cannot occur unescaped inside a string value."""
+        if self.parse_in_python:
+            return False
+        blob = b"\x00".join(self.values)
+        return b'"unchanged":[' not in blob and b'{"schema":{' not in blob
+
+
+@dataclass
 class TableBatch:
-    """The changes of one source table in one batch, in Kafka order."""
+    """The changes of one source table in one batch, in Kafka order: the raw records as
+    read, parsed into `Change` objects only for the sinks that need them (`parsed`)."""
 
     table: TableRef
     schema: TableSchema
+    raw: RawRecords | None = None
     changes: list[Change] = field(default_factory=list)
+
+    def parsed(self) -> list[Change]:
+        """The changes as objects, parsed from the raw records on first use."""
+        if not self.changes and self.raw is not None:
+            raw = self.raw
+            for partition, offset, key, value in zip(
+                raw.partitions, raw.offsets, raw.keys, raw.values, strict=True
+            ):
+                change = Change.parse(raw.topic, partition, offset, key, value)
+                if change is not None:
+                    self.changes.append(change)
+        return self.changes
+
+    def rows(self) -> int:
+        return len(self.raw.values) if self.raw is not None else len(self.changes)
 
     def target_name(self, suffix: str = "") -> str:
         """The target table's name: ``<table>``, or ``<schema>_<table>`` outside ``public``."""
@@ -63,12 +109,12 @@ class LoadBatch:
     """What one write applies: table changes and the offsets that follow them."""
 
     group: str
-    # per (source table, schema id), in arrival order: an older shape's rows come first
-    tables: dict[tuple[TableRef, str], TableBatch] = field(default_factory=dict)
+    # per (topic, schema id), in arrival order: an older shape's rows come first
+    tables: dict[tuple[str, str], TableBatch] = field(default_factory=dict)
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # next offset to read
 
     def rows(self) -> int:
-        return sum(len(t.changes) for t in self.tables.values())
+        return sum(t.rows() for t in self.tables.values())
 
 
 def latest_per_key(changes: list[Change]) -> list[Change]:

@@ -149,7 +149,7 @@ class BigQuerySink(Sink):
         position = [f"{POSITION[0]} INT64", f"{POSITION[1]} INT64"]
         self._ensure(name, columns, position)
         self._ensure(guard, keys, position)
-        changes = latest_per_key(table.changes)
+        changes = latest_per_key(table.parsed())
         if not changes:
             return
         staging = self._stage(name, columns, changes)
@@ -204,7 +204,7 @@ class BigQuerySink(Sink):
             "_sluiceway_offset INT64", "_sluiceway_unchanged ARRAY<STRING>",
         ]  # fmt: skip
         self._ensure(name, columns, extra)
-        changes = [c for c in table.changes if c.op != "t"]
+        changes = [c for c in table.parsed() if c.op != "t"]
         if not changes:
             return
         staging = self._stage(name, columns, changes)

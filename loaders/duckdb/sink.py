@@ -5,8 +5,11 @@ but a change-data target must also refuse an *older* change than the one it hold
 window, a re-snapshot), keep deleted keys from coming back, and keep TOAST-unchanged values;
 none of that is expressible in dlt's merge. DuckDB does it in a few set-based statements.
 
-Each batch is staged as strings (the event encoding is exact text) through Arrow, then cast
-in SQL to the column types, inside one transaction that also stores the consumer offsets.
+The bulk path (`loaders.bulk`): a batch's raw Kafka values go to DuckDB as one Arrow string
+column; DuckDB parses, deduplicates and casts them — Python touches each record only to group
+it by table. Batches needing a carry-over of TOAST-unchanged values
+between changes of one key, or in Connect JSON form, are parsed in Python and staged the same
+way (`loaders.sql.staged_values`). Everything runs in one transaction with the offsets.
 """
 
 from __future__ import annotations
@@ -17,18 +20,21 @@ import duckdb
 import pyarrow as pa
 
 from loaders.base import POSITION, LoadBatch, Mode, Sink, TableBatch, latest_per_key
+from loaders.bulk import raw_arrow, raw_select
 from loaders.changes import Change
 from loaders.duckdb.types import cast_expression, duckdb_type
 from loaders.sql import (
     HISTORY_COLUMNS,
+    NOT_EVENTS,
     Dialect,
     current_state,
     evolve,
     history,
+    not_an_event,
     q,
     staged_values,
 )
-from sluiceway.errors import SinkUnavailable
+from sluiceway.errors import SinkFatal, SinkUnavailable
 from streaming.events import ColumnSchema
 
 __all__ = ["DuckDBSink"]
@@ -117,14 +123,34 @@ class DuckDBSink(Sink):
                     self._history(table)
             self._store_offsets(batch)
             self.conn.execute("COMMIT")
+        except duckdb.Error as exc:
+            self.conn.execute("ROLLBACK")
+            self._columns.clear()  # the rolled-back DDL is gone too
+            raise SinkFatal(f"DuckDB refused the batch: {exc}") from exc
         except Exception:
             self.conn.execute("ROLLBACK")
+            self._columns.clear()
             raise
 
     def _stage(self, name: str, columns: list[ColumnSchema], changes: list[Change]) -> None:
         values = staged_values(columns, changes)
         arrays = {k: pa.array(v, _STAGE_TYPES.get(k, pa.string())) for k, v in values.items()}
-        self.conn.register(name, pa.table(arrays))
+        self.conn.register("parsed", pa.table(arrays))
+        self.conn.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM parsed")
+        self.conn.unregister("parsed")
+
+    def _stage_raw(self, name: str, table: TableBatch, latest: bool) -> bool:
+        """Stage the raw records as ``name`` (True), or leave them to the Python path (False)."""
+        raw = table.raw
+        if raw is None or not raw.plain():
+            return False
+        self.conn.register("raw", raw_arrow(raw))
+        self.conn.execute(
+            f"CREATE OR REPLACE TEMP TABLE {name} AS {raw_select(table.schema, 'raw', latest)}"
+        )
+        self.conn.unregister("raw")
+        not_an_event(raw.topic, self.conn.execute(NOT_EVENTS).fetchone())
+        return True
 
     def _current(self, table: TableBatch) -> None:
         keys = table.key_columns()
@@ -133,24 +159,25 @@ class DuckDBSink(Sink):
         position = [f"{POSITION[0]} BIGINT", f"{POSITION[1]} BIGINT"]
         self._ensure(target, columns, position)
         self._ensure(guard, keys, position)
-        changes = latest_per_key(table.changes)
-        if not changes:
-            return
-        self._stage("staged", columns, changes)
+        if not self._stage_raw("staged", table, latest=True):
+            changes = latest_per_key(table.parsed())
+            if not changes:
+                return
+            self._stage("staged", columns, changes)
         for statement in current_state(_DIALECT, target, guard, columns, "staged"):
             self.conn.execute(statement)
-        self.conn.unregister("staged")
 
     def _history(self, table: TableBatch) -> None:
         target = self.table_name(table, "__history")
         columns = list(table.schema.columns)
         self._ensure(target, columns, [f"{n} {t.upper()}" for n, t in HISTORY_COLUMNS])
-        changes = [c for c in table.changes if c.op != "t"]
-        if not changes:
-            return
-        self._stage("staged", columns, changes)
-        self.conn.execute(history(_DIALECT, target, columns, "staged", changes[0].topic))
-        self.conn.unregister("staged")
+        if not self._stage_raw("staged", table, latest=False):
+            changes = [c for c in table.parsed() if c.op != "t"]
+            if not changes:
+                return
+            self._stage("staged", columns, changes)
+        topic = table.raw.topic if table.raw is not None else table.changes[0].topic
+        self.conn.execute(history(_DIALECT, target, columns, "staged", topic))
 
     def close(self) -> None:
         self.conn.close()

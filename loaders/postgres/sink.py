@@ -1,9 +1,12 @@
 """The PostgreSQL sink: current-state and history tables, offsets in the same transaction.
 
-Each batch is COPYed (text format) into a temporary staging table and applied with the
-statements every SQL target shares (`loaders.sql`); rows, delete guards and offsets commit
-together, so a crash leaves either the whole batch or none of it. Hand-written rather than
-with dlt for the reasons in `loaders.duckdb.sink`.
+The bulk path (`loaders.bulk`): an in-memory DuckDB parses a batch's raw Kafka values and keeps
+the newest change per key, and its Arrow result is COPYed (CSV, written by Arrow) into a
+temporary table of text columns — no per-row Python. Batches needing Python (TOAST-unchanged
+carry-over, Connect JSON) are parsed into the same staging table. Then
+the statements every SQL target shares (`loaders.sql`) apply the staged rows; rows, delete
+guards and offsets commit together, so a crash leaves either the whole batch or none of it.
+Hand-written rather than with dlt for the reasons in `loaders.duckdb.sink`.
 """
 
 from __future__ import annotations
@@ -13,9 +16,11 @@ from typing import Any
 
 import psycopg2
 import psycopg2.errors
+import pyarrow.csv as pacsv
 from psycopg2 import sql as pgsql
 
 from loaders.base import POSITION, LoadBatch, Mode, Sink, TableBatch, latest_per_key
+from loaders.bulk import BulkParser
 from loaders.changes import Change
 from loaders.postgres.types import cast_expression, postgres_type
 from loaders.sql import (
@@ -82,6 +87,7 @@ class PostgresSink(Sink):
             )
         self.conn.commit()
         self._columns: dict[str, dict[str, str]] = {}
+        self._parser = BulkParser()
 
     def table_name(self, batch: TableBatch, suffix: str = "") -> str:
         """``<target schema>.<table><suffix>``, quoted."""
@@ -114,16 +120,34 @@ class PostgresSink(Sink):
         for statement in evolve(name, known, columns, postgres_type):
             cur.execute(statement)
 
-    def _stage(self, cur: Any, columns: list[ColumnSchema], changes: list[Change]) -> None:
-        values = staged_values(columns, changes)
+    def _create_staged(self, cur: Any, columns: list[ColumnSchema]) -> None:
         text_columns = ", ".join(f"{q(c.name)} text" for c in columns)
         cur.execute("DROP TABLE IF EXISTS pg_temp.staged")
         cur.execute(f"CREATE TEMP TABLE staged ({text_columns}, {_STAGE_META}) ON COMMIT DROP")
+
+    def _stage(self, cur: Any, columns: list[ColumnSchema], changes: list[Change]) -> None:
+        values = staged_values(columns, changes)
+        self._create_staged(cur, columns)
         buffer = io.StringIO()
         for row in zip(*values.values(), strict=True):
             buffer.write("\t".join(_copy_field(v) for v in row) + "\n")
         buffer.seek(0)
         cur.copy_expert("COPY staged FROM STDIN", buffer)
+
+    def _stage_raw(
+        self, cur: Any, columns: list[ColumnSchema], table: TableBatch, latest: bool
+    ) -> bool:
+        """Stage the raw records as ``staged`` (True), or leave them to Python (False)."""
+        raw = table.raw
+        if raw is None or not raw.plain():
+            return False
+        rows = self._parser.staged(table.schema, raw, latest)
+        self._create_staged(cur, columns)
+        buffer = io.BytesIO()
+        pacsv.write_csv(rows, buffer, pacsv.WriteOptions(include_header=False))
+        buffer.seek(0)
+        cur.copy_expert("COPY staged FROM STDIN WITH (FORMAT csv)", buffer)
+        return True
 
     def write(self, batch: LoadBatch, mode: Mode) -> None:
         try:
@@ -163,20 +187,26 @@ class PostgresSink(Sink):
         self._ensure(
             cur, guard, [c for c in columns if c.key], [*position, f"PRIMARY KEY ({keys})"]
         )
-        changes = latest_per_key(table.changes)
-        if changes:
+        if not self._stage_raw(cur, columns, table, latest=True):
+            changes = latest_per_key(table.parsed())
+            if not changes:
+                return
             self._stage(cur, columns, changes)
-            for statement in current_state(_DIALECT, target, guard, columns, "staged"):
-                cur.execute(statement)
+        for statement in current_state(_DIALECT, target, guard, columns, "staged"):
+            cur.execute(statement)
 
     def _history(self, cur: Any, table: TableBatch) -> None:
         columns = list(table.schema.columns)
         target = self.table_name(table, "__history")
         self._ensure(cur, target, columns, [f"{n} {t}" for n, t in HISTORY_COLUMNS])
-        changes = [c for c in table.changes if c.op != "t"]
-        if changes:
+        if not self._stage_raw(cur, columns, table, latest=False):
+            changes = [c for c in table.parsed() if c.op != "t"]
+            if not changes:
+                return
             self._stage(cur, columns, changes)
-            cur.execute(history(_DIALECT, target, columns, "staged", changes[0].topic))
+        topic = table.raw.topic if table.raw is not None else table.changes[0].topic
+        cur.execute(history(_DIALECT, target, columns, "staged", topic))
 
     def close(self) -> None:
         self.conn.close()
+        self._parser.close()

@@ -130,13 +130,14 @@ class S3Sink(Sink):
     def _history(self, table: TableBatch) -> None:
         columns = list(table.schema.columns)
         blocks: dict[tuple[int, int], list[Change]] = defaultdict(list)
-        for change in table.changes:
+        changes = table.parsed()
+        for change in changes:
             if change.op != "t":
                 blocks[(change.partition, change.offset // BLOCK)].append(change)
         values = ", ".join(
             f"{cast_expression(c, 's.' + q(c.name))} AS {q(c.name)}" for c in columns
         )
-        topic = table.changes[0].topic.replace("'", "''") if table.changes else ""
+        topic = changes[0].topic.replace("'", "''") if changes else ""
         meta = (
             "s.__op AS _sluiceway_op, s.__commit_lsn AS _sluiceway_commit_lsn, "
             "s.__lsn AS _sluiceway_lsn, s.__ts_ms AS _sluiceway_ts_ms, "

@@ -163,7 +163,7 @@ class SnowflakeSink(Sink):
         position = [f"{POSITION[0]} NUMBER(20,0)", f"{POSITION[1]} NUMBER(20,0)"]
         self._ensure(cur, target, columns, position)
         self._ensure(cur, guard, keys, position)
-        changes = latest_per_key(table.changes)
+        changes = latest_per_key(table.parsed())
         if not changes:
             return []
         staged = f"staged_c{number}"
@@ -179,7 +179,7 @@ class SnowflakeSink(Sink):
         target = q(table.target_name("__history"))
         extra = [f"{n} {_HISTORY_TYPES[t]}" for n, t in HISTORY_COLUMNS]
         self._ensure(cur, target, columns, extra)
-        changes = [c for c in table.changes if c.op != "t"]
+        changes = [c for c in table.parsed() if c.op != "t"]
         if not changes:
             return []
         staged = f"staged_h{number}"
