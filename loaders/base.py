@@ -42,23 +42,15 @@ class RawRecords:
     offsets: list[int] = field(default_factory=list)
     keys: list[bytes | None] = field(default_factory=list)
     values: list[bytes] = field(default_factory=list)
-    parse_in_python: bool = False  # set to force the Python path
+    # The bulk path hands back to Python the batches it does not handle (Connect JSON,
+    # TOAST-unchanged values to carry over); set to force that path.
+    parse_in_python: bool = False
 
     def append(self, partition: int, offset: int, key: bytes | None, value: bytes) -> None:
         self.partitions.append(partition)
         self.offsets.append(offset)
         self.keys.append(key)
         self.values.append(value)
-
-    def plain(self) -> bool:
-        """Whether the engine can parse these records: plain JSON envelopes, none with
-        TOAST-unchanged columns (whose stored values a newer change of the same key in the
-        batch must carry over — done in Python). One search over the joined bytes: in JSON
-        these markers cannot occur unescaped inside a string value."""
-        if self.parse_in_python:
-            return False
-        blob = b"\x00".join(self.values)
-        return b'"unchanged":[' not in blob and b'{"schema":{' not in blob
 
 
 @dataclass
@@ -75,12 +67,17 @@ class TableBatch:
         """The changes as objects, parsed from the raw records on first use."""
         if not self.changes and self.raw is not None:
             raw = self.raw
+            keys = [c.name for c in self.schema.columns if c.key]
             for partition, offset, key, value in zip(
                 raw.partitions, raw.offsets, raw.keys, raw.values, strict=True
             ):
                 change = Change.parse(raw.topic, partition, offset, key, value)
-                if change is not None:
-                    self.changes.append(change)
+                if change is None:
+                    continue
+                if change.key is None and change.row is not None and keys:
+                    # A record without a Kafka key (another producer): the row names its key.
+                    change.key = {name: change.row.get(name) for name in keys}
+                self.changes.append(change)
         return self.changes
 
     def rows(self) -> int:

@@ -11,16 +11,34 @@ database; other targets (PostgreSQL) get the staged rows from an in-memory `Bulk
 
 from __future__ import annotations
 
+from typing import Any
+
 import duckdb
 import orjson
 import pyarrow as pa
 
 from loaders.base import RawRecords
-from loaders.sql import NOT_EVENTS, not_an_event
 from sluiceway.errors import SinkFatal
 from streaming.events import TableSchema
 
-__all__ = ["BulkParser", "raw_arrow", "raw_select"]
+__all__ = ["CHECK", "BulkParser", "bulk_applies", "raw_arrow", "raw_select"]
+
+# Run on the staged table: the first record the bulk path cannot take, if any.
+CHECK = "SELECT __partition, __offset, __python FROM staged WHERE __op IS NULL OR __python LIMIT 1"
+
+
+def bulk_applies(topic: str, found: tuple[Any, ...] | None) -> bool:
+    """Whether the staged rows stand (`CHECK` found nothing), or Python must parse the batch
+    (Connect JSON, TOAST-unchanged columns to carry over from an older change of the key).
+
+    Raises:
+        SinkFatal: a record is not a change event (as the Python path would).
+    """
+    if found is None:
+        return True
+    if found[2]:
+        return False
+    raise SinkFatal(f"{topic}[{found[0]}]@{found[1]} is not a change event")
 
 
 def raw_arrow(raw: RawRecords) -> pa.Table:
@@ -44,8 +62,8 @@ def raw_select(schema: TableSchema, raw: str, latest: bool) -> str:
     (``after``, or ``before`` for deletes), then the change's metadata. Each envelope is
     parsed once, by ``json_transform`` into a struct of strings (numbers keep their exact
     text, nested values their JSON). ``latest`` keeps only the newest change of each key, by
-    position. A record that is not a change event stays in, with a NULL ``__op``, for
-    `NOT_EVENTS` to find."""
+    position. A record that is not a change event stays in with a NULL ``__op``, and
+    ``__python`` marks records the Python path must take: `CHECK` finds either."""
     columns = schema.columns
     row = {c.name: "VARCHAR" for c in columns}
     structure = {
@@ -54,6 +72,8 @@ def raw_select(schema: TableSchema, raw: str, latest: bool) -> str:
         "source": {"commit_lsn": "BIGINT", "lsn": "BIGINT"},
         "after": row,
         "before": row,
+        "unchanged": "VARCHAR",
+        "schema": "VARCHAR",  # only a Connect JSON envelope has it at the top
     }
     spec = orjson.dumps(structure).decode().replace("'", "''")
     values = ", ".join(
@@ -64,7 +84,8 @@ def raw_select(schema: TableSchema, raw: str, latest: bool) -> str:
     select = (
         f"SELECT {values}, x.op AS __op, COALESCE(x.source.commit_lsn, 0) AS __commit_lsn, "
         "COALESCE(x.source.lsn, 0) AS __lsn, CAST([] AS VARCHAR[]) AS __unchanged, "
-        "__partition, __offset, COALESCE(x.ts_ms, 0) AS __ts_ms "
+        "__partition, __offset, COALESCE(x.ts_ms, 0) AS __ts_ms, "
+        'x.unchanged IS NOT NULL OR x."schema" IS NOT NULL AS __python '
         f"FROM (SELECT __partition, __offset, json_transform(__value, '{spec}') AS x "
         f"FROM {raw}) WHERE x.op IS DISTINCT FROM 't'"
     )
@@ -83,9 +104,10 @@ class BulkParser:
     def __init__(self) -> None:
         self.conn = duckdb.connect()
 
-    def staged(self, schema: TableSchema, raw: RawRecords, latest: bool) -> pa.Table:
+    def staged(self, schema: TableSchema, raw: RawRecords, latest: bool) -> pa.Table | None:
         """The staged rows, every column as text, ``__unchanged`` as an empty list literal
-        (``{}``) so targets that take text for arrays read it as they read Python's.
+        (``{}``) so targets that take text for arrays read it as they read Python's; None if
+        Python must parse the batch (`bulk_applies`).
 
         Raises:
             SinkFatal: a record is not a change event.
@@ -99,8 +121,11 @@ class BulkParser:
             raise SinkFatal(f"{raw.topic}: the batch does not parse: {exc}") from exc
         finally:
             self.conn.unregister("raw")
-        not_an_event(raw.topic, self.conn.execute(NOT_EVENTS).fetchone())
-        return self.conn.sql("SELECT * REPLACE ('{}' AS __unchanged) FROM staged").to_arrow_table()
+        if not bulk_applies(raw.topic, next(iter(self.conn.execute(CHECK).fetchall()), None)):
+            return None
+        return self.conn.sql(
+            "SELECT * EXCLUDE (__python) REPLACE ('{}' AS __unchanged) FROM staged"
+        ).to_arrow_table()
 
     def close(self) -> None:
         self.conn.close()

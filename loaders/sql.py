@@ -31,13 +31,11 @@ from streaming.events import ColumnSchema
 
 __all__ = [
     "HISTORY_COLUMNS",
-    "NOT_EVENTS",
     "Dialect",
     "current_state",
     "evolve",
     "fits",
     "history",
-    "not_an_event",
     "q",
     "split_ddl",
     "staged_values",
@@ -54,20 +52,6 @@ HISTORY_COLUMNS = [
     ("_sluiceway_offset", "bigint"),
     ("_sluiceway_unchanged", "text[]"),  # TOAST-unchanged columns: their value here is NULL
 ]
-
-
-# Run on a bulk-staged table: the first record that is not a change event, if any.
-NOT_EVENTS = "SELECT __partition, __offset FROM staged WHERE __op IS NULL LIMIT 1"
-
-
-def not_an_event(topic: str, found: tuple[Any, ...] | None) -> None:
-    """Stop the load the way the Python path does when a staged record is not an event.
-
-    Raises:
-        SinkFatal: ``found`` names one.
-    """
-    if found is not None:
-        raise SinkFatal(f"{topic}[{found[0]}]@{found[1]} is not a change event")
 
 
 def _text(value: Any) -> str | None:

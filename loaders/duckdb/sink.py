@@ -20,17 +20,15 @@ import duckdb
 import pyarrow as pa
 
 from loaders.base import POSITION, LoadBatch, Mode, Sink, TableBatch, latest_per_key
-from loaders.bulk import raw_arrow, raw_select
+from loaders.bulk import CHECK, bulk_applies, raw_arrow, raw_select
 from loaders.changes import Change
 from loaders.duckdb.types import cast_expression, duckdb_type
 from loaders.sql import (
     HISTORY_COLUMNS,
-    NOT_EVENTS,
     Dialect,
     current_state,
     evolve,
     history,
-    not_an_event,
     q,
     staged_values,
 )
@@ -142,15 +140,14 @@ class DuckDBSink(Sink):
     def _stage_raw(self, name: str, table: TableBatch, latest: bool) -> bool:
         """Stage the raw records as ``name`` (True), or leave them to the Python path (False)."""
         raw = table.raw
-        if raw is None or not raw.plain():
+        if raw is None or raw.parse_in_python:
             return False
         self.conn.register("raw", raw_arrow(raw))
         self.conn.execute(
             f"CREATE OR REPLACE TEMP TABLE {name} AS {raw_select(table.schema, 'raw', latest)}"
         )
         self.conn.unregister("raw")
-        not_an_event(raw.topic, self.conn.execute(NOT_EVENTS).fetchone())
-        return True
+        return bulk_applies(raw.topic, next(iter(self.conn.execute(CHECK).fetchall()), None))
 
     def _current(self, table: TableBatch) -> None:
         keys = table.key_columns()

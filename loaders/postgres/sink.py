@@ -66,6 +66,65 @@ def _copy_field(value: Any) -> str:
     return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
+def merge_current_state(
+    target: str, guard: str, columns: list[ColumnSchema], staged: str
+) -> list[str]:
+    """Current state in one MERGE (PostgreSQL 15+), then the delete guards.
+
+    The same rules as `loaders.sql.current_state` in fewer passes: a staged change applies
+    only if newer than the stored row and than its key's delete guard. The guards are kept
+    monotonically — a delete records its position unless a newer one is there; an upsert
+    newer than a guard removes it — which needs no knowledge of which changes applied: a
+    guard older than the stored row only ever blocks what the row blocks already.
+    """
+    keys = [c for c in columns if c.key]
+
+    def newer(s: str, t: str, staged_names: tuple[str, str] = ("__commit_lsn", "__lsn")) -> str:
+        commit, lsn = staged_names
+        return (
+            f"({s}.{commit} > {t}.{POSITION[0]} OR ({s}.{commit} = {t}.{POSITION[0]} "
+            f"AND {s}.{lsn} > {t}.{POSITION[1]}))"
+        )
+
+    typed = ", ".join(f"{cast_expression(c, 's.' + q(c.name))} AS {q(c.name)}" for c in columns)
+    on = " AND ".join(f"t.{q(c.name)} = s.{q(c.name)}" for c in keys)
+    on_guard = " AND ".join(f"g.{q(c.name)} = s.{q(c.name)}" for c in keys)
+    on_guard_text = " AND ".join(
+        f"g.{q(c.name)} = {cast_expression(c, 's.' + q(c.name))}" for c in keys
+    )
+    names = ", ".join(q(c.name) for c in columns)
+    values = ", ".join(f"s.{q(c.name)}" for c in columns)
+    sets = ", ".join(
+        f"{q(c.name)} = CASE WHEN {_literal(c.name)} = ANY(s.__unchanged) THEN t.{q(c.name)} "
+        f"ELSE s.{q(c.name)} END"
+        for c in columns
+        if not c.key
+    )
+    position = f"{POSITION[0]} = s.__commit_lsn, {POSITION[1]} = s.__lsn"
+    key_names = ", ".join(q(c.name) for c in keys)
+    key_values = ", ".join(cast_expression(c, "s." + q(c.name)) for c in keys)
+    return [
+        f"MERGE INTO {target} t USING (SELECT {typed}, s.__op, s.__commit_lsn, s.__lsn, "
+        f"s.__unchanged FROM {staged} s WHERE NOT EXISTS (SELECT 1 FROM {guard} g "
+        f"WHERE {on_guard_text} AND NOT {newer('s', 'g')})) s ON {on} "
+        f"WHEN MATCHED AND {newer('s', 't')} AND s.__op = 'd' THEN DELETE "
+        f"WHEN MATCHED AND {newer('s', 't')} THEN UPDATE SET "
+        f"{sets + ', ' if sets else ''}{position} "
+        f"WHEN NOT MATCHED AND s.__op <> 'd' THEN INSERT ({names}, {POSITION[0]}, "
+        f"{POSITION[1]}) VALUES ({values}, s.__commit_lsn, s.__lsn)",
+        f"DELETE FROM {guard} g USING (SELECT {key_values}, s.__commit_lsn, s.__lsn "
+        f"FROM {staged} s WHERE s.__op <> 'd') s WHERE {on_guard} AND {newer('s', 'g')}",
+        f"INSERT INTO {guard} AS g ({key_names}, {POSITION[0]}, {POSITION[1]}) "
+        f"SELECT {key_values}, s.__commit_lsn, s.__lsn FROM {staged} s WHERE s.__op = 'd' "
+        f"ON CONFLICT ({key_names}) DO UPDATE SET {POSITION[0]} = EXCLUDED.{POSITION[0]}, "
+        f"{POSITION[1]} = EXCLUDED.{POSITION[1]} WHERE {newer('EXCLUDED', 'g', POSITION)}",
+    ]
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
 class PostgresSink(Sink):
     """Loads change events into a PostgreSQL database."""
 
@@ -139,9 +198,11 @@ class PostgresSink(Sink):
     ) -> bool:
         """Stage the raw records as ``staged`` (True), or leave them to Python (False)."""
         raw = table.raw
-        if raw is None or not raw.plain():
+        if raw is None or raw.parse_in_python:
             return False
         rows = self._parser.staged(table.schema, raw, latest)
+        if rows is None:
+            return False
         self._create_staged(cur, columns)
         buffer = io.BytesIO()
         pacsv.write_csv(rows, buffer, pacsv.WriteOptions(include_header=False))
@@ -192,7 +253,11 @@ class PostgresSink(Sink):
             if not changes:
                 return
             self._stage(cur, columns, changes)
-        for statement in current_state(_DIALECT, target, guard, columns, "staged"):
+        if self.conn.server_version >= 150000:
+            statements = merge_current_state(target, guard, columns, "staged")
+        else:
+            statements = current_state(_DIALECT, target, guard, columns, "staged")
+        for statement in statements:
             cur.execute(statement)
 
     def _history(self, cur: Any, table: TableBatch) -> None:

@@ -107,8 +107,7 @@ def _batch(plain: bool) -> LoadBatch:
     raw = RawRecords("p.public.edge")
     for offset, (key, value) in enumerate(_events()):
         raw.append(offset % 2, offset, key, value)
-    assert raw.plain()  # capture's plain envelopes take the bulk path...
-    raw.parse_in_python = not plain  # ...unless forced through Python to compare
+    raw.parse_in_python = not plain  # forced through Python to compare
     batch = LoadBatch("g", offsets={("p.public.edge", 0): 99})
     batch.tables[("p.public.edge", SCHEMA.id)] = TableBatch(("public", "edge"), SCHEMA, raw)
     return batch
@@ -200,3 +199,36 @@ def test_bulk_path_stops_at_a_record_that_is_not_an_event(
         with pytest.raises(SinkFatal, match=r"change event|json|JSON"):
             bulk.write(batch, "both")
         assert bulk.stored_offsets("g") == {}  # nothing of the batch was applied
+
+
+@pytest.mark.parametrize("kind", ["duckdb", "postgres"])
+def test_bulk_path_hands_toast_unchanged_and_connect_json_to_python(
+    settings: Settings, stack: Stack, unique: str, tmp_path: Path, kind: str
+) -> None:
+    if kind == "postgres":
+        require(stack, "postgres")
+    text = 'it\'s "odd"'
+    source = {"schema": "public", "table": "edge", "schema_id": SCHEMA.id}
+    first = {**ROWS[1], text: "kept"}
+    later = {**ROWS[1], text: "__debezium_unavailable_value", "small": 7}
+    envelopes = [
+        {"before": None, "after": first, "source": {**source, "commit_lsn": 5, "lsn": 5},
+         "op": "c", "ts_ms": 1},
+        {"before": None, "after": later, "source": {**source, "commit_lsn": 6, "lsn": 6},
+         "op": "u", "ts_ms": 2, "unchanged": [text]},
+    ]  # fmt: skip
+    connect = {"schema": {"type": "struct"}, "payload": {**envelopes[0], "after": ROWS[0]}}
+    with _sinks(kind, settings, unique, tmp_path) as (bulk, _):
+        for values in ([envelopes[0]], [envelopes[1]], [connect]):
+            raw = RawRecords("p.public.edge")
+            for offset, value in enumerate(values):
+                raw.append(0, offset, None, orjson.dumps(value))
+            batch = LoadBatch("g")
+            batch.tables[("p.public.edge", SCHEMA.id)] = TableBatch(("public", "edge"), SCHEMA, raw)
+            bulk.write(batch, "current")
+        table = f"{bulk.schema}.edge"  # type: ignore[attr-defined]
+        assert _value(bulk, f"SELECT small FROM {table} WHERE id = 2") == 7
+        # The TOAST-unchanged column kept the value the insert before it carried.
+        assert _value(bulk, f'SELECT "it\'s ""odd""" FROM {table} WHERE id = 2') == "kept"
+        # The Connect JSON envelope was read (through Python) like a plain one.
+        assert _value(bulk, f"SELECT count(*) FROM {table} WHERE id = 1") == 1
