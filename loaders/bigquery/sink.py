@@ -10,17 +10,17 @@ real credentials.)
 
 from __future__ import annotations
 
-import io
+import contextlib
+import tempfile
+from pathlib import Path
 from typing import Any
 
-import orjson
 from google.api_core.exceptions import GoogleAPIError, NotFound
 from google.cloud import bigquery
 
-from loaders.base import POSITION, LoadBatch, Mode, Sink, TableBatch, latest_per_key
+from loaders.base import POSITION, LoadBatch, Mode, Sink, TableBatch
 from loaders.bigquery.types import bigquery_type, cast_expression
-from loaders.changes import Change
-from loaders.sql import staged_values
+from loaders.staging import Stager
 from sluiceway.connect import bigquery_client
 from sluiceway.errors import SinkFatal, SinkUnavailable
 from sluiceway.settings import BigQuerySettings
@@ -65,6 +65,8 @@ class BigQuerySink(Sink):
             "(grp STRING, topic STRING, part INT64, next_offset INT64)"
         )
         self._known: dict[str, dict[str, str]] = {}
+        self._tmp = Path(tempfile.mkdtemp(prefix="sluiceway-bigquery-"))
+        self.stager = Stager()
 
     def _t(self, name: str) -> str:
         return _q(f"{self.dataset}.{name}")
@@ -103,12 +105,14 @@ class BigQuerySink(Sink):
                 )
                 known[column.name] = bigquery_type(column)
 
-    def _stage(self, name: str, columns: list[ColumnSchema], changes: list[Change]) -> str:
-        staged = staged_values(columns, changes)
-        lines = [
-            orjson.dumps(dict(zip(staged.keys(), row, strict=True)))
-            for row in zip(*staged.values(), strict=True)
-        ]
+    def _stage(
+        self, name: str, columns: list[ColumnSchema], table: TableBatch, latest: bool
+    ) -> str | None:
+        """Stage the batch by a load job of NDJSON (written by DuckDB); its table, or None."""
+        if not self.stager.stage(table, latest):
+            return None
+        path = self._tmp / f"{name}.json"
+        self.stager.export(path, "json")
         schema = [bigquery.SchemaField(c.name, "STRING") for c in columns] + _META
         staging = f"{self.dataset}._sluiceway_staging_{name}"
         config = bigquery.LoadJobConfig(
@@ -117,12 +121,13 @@ class BigQuerySink(Sink):
             write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
         )
         try:
-            job = self.client.load_table_from_file(
-                io.BytesIO(b"\n".join(lines)), staging, job_config=config
-            )
+            with path.open("rb") as data:
+                job = self.client.load_table_from_file(data, staging, job_config=config)
             job.result(timeout=300)
         except GoogleAPIError as exc:
             raise SinkUnavailable(f"BigQuery load job into {staging}: {exc}") from exc
+        finally:
+            path.unlink()
         return _q(staging)
 
     # --- writing ---------------------------------------------------------------------------
@@ -149,10 +154,9 @@ class BigQuerySink(Sink):
         position = [f"{POSITION[0]} INT64", f"{POSITION[1]} INT64"]
         self._ensure(name, columns, position)
         self._ensure(guard, keys, position)
-        changes = latest_per_key(table.parsed())
-        if not changes:
+        staging = self._stage(name, columns, table, latest=True)
+        if staging is None:
             return
-        staging = self._stage(name, columns, changes)
         casts = ", ".join(
             f"{cast_expression(c, 's.' + _q(c.name))} AS {_q(c.name)}" for c in columns
         )
@@ -204,11 +208,10 @@ class BigQuerySink(Sink):
             "_sluiceway_offset INT64", "_sluiceway_unchanged ARRAY<STRING>",
         ]  # fmt: skip
         self._ensure(name, columns, extra)
-        changes = [c for c in table.parsed() if c.op != "t"]
-        if not changes:
+        staging = self._stage(name, columns, table, latest=False)
+        if staging is None:
             return
-        staging = self._stage(name, columns, changes)
-        topic = _literal(changes[0].topic)
+        topic = _literal(table.raw.topic if table.raw is not None else table.changes[0].topic)
         casts = ", ".join(cast_expression(c, "s." + _q(c.name)) for c in columns)
         names = ", ".join(_q(c.name) for c in columns)
         self._query(
@@ -220,3 +223,9 @@ class BigQuerySink(Sink):
             f"{topic} AND h._sluiceway_partition = s.__partition "
             "AND h._sluiceway_offset = s.__offset)"
         )
+
+    def close(self) -> None:
+        self.client.close()  # type: ignore[no-untyped-call]
+        self.stager.close()
+        with contextlib.suppress(OSError):
+            self._tmp.rmdir()

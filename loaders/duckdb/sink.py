@@ -5,11 +5,9 @@ but a change-data target must also refuse an *older* change than the one it hold
 window, a re-snapshot), keep deleted keys from coming back, and keep TOAST-unchanged values;
 none of that is expressible in dlt's merge. DuckDB does it in a few set-based statements.
 
-The bulk path (`loaders.bulk`): a batch's raw Kafka values go to DuckDB as one Arrow string
-column; DuckDB parses, deduplicates and casts them — Python touches each record only to group
-it by table. Batches needing a carry-over of TOAST-unchanged values
-between changes of one key, or in Connect JSON form, are parsed in Python and staged the same
-way (`loaders.sql.staged_values`). Everything runs in one transaction with the offsets.
+Batches are staged in this database itself (`loaders.staging`: DuckDB parses the raw Kafka
+values, Python touches each record only to group it by table), then applied with the
+statements every SQL target shares, in one transaction with the offsets.
 """
 
 from __future__ import annotations
@@ -17,11 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
 
-from loaders.base import POSITION, LoadBatch, Mode, Sink, TableBatch, latest_per_key
-from loaders.bulk import CHECK, bulk_applies, raw_arrow, raw_select
-from loaders.changes import Change
+from loaders.base import POSITION, LoadBatch, Mode, Sink, TableBatch
 from loaders.duckdb.types import cast_expression, duckdb_type
 from loaders.sql import (
     HISTORY_COLUMNS,
@@ -30,8 +25,8 @@ from loaders.sql import (
     evolve,
     history,
     q,
-    staged_values,
 )
+from loaders.staging import Stager
 from sluiceway.errors import SinkFatal, SinkUnavailable
 from streaming.events import ColumnSchema
 
@@ -45,12 +40,6 @@ _DIALECT = Dialect(
     contains=lambda items, literal: f"list_contains({items}, {literal})",
     temp_table=lambda name, select: [f"CREATE OR REPLACE TEMP TABLE {name} AS {select}"],
 )
-
-_STAGE_TYPES = {
-    "__op": pa.string(), "__commit_lsn": pa.int64(), "__lsn": pa.int64(),
-    "__unchanged": pa.list_(pa.string()), "__partition": pa.int32(), "__offset": pa.int64(),
-    "__ts_ms": pa.int64(),
-}  # fmt: skip
 
 
 class DuckDBSink(Sink):
@@ -71,6 +60,7 @@ class DuckDBSink(Sink):
             "part INTEGER, next_offset BIGINT, PRIMARY KEY (grp, topic, part))"
         )
         self._columns: dict[str, dict[str, str]] = {}
+        self.stager = Stager(self.conn)
 
     def table_name(self, batch: TableBatch, suffix: str = "") -> str:
         """``<target schema>.<table><suffix>``, quoted."""
@@ -130,25 +120,6 @@ class DuckDBSink(Sink):
             self._columns.clear()
             raise
 
-    def _stage(self, name: str, columns: list[ColumnSchema], changes: list[Change]) -> None:
-        values = staged_values(columns, changes)
-        arrays = {k: pa.array(v, _STAGE_TYPES.get(k, pa.string())) for k, v in values.items()}
-        self.conn.register("parsed", pa.table(arrays))
-        self.conn.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM parsed")
-        self.conn.unregister("parsed")
-
-    def _stage_raw(self, name: str, table: TableBatch, latest: bool) -> bool:
-        """Stage the raw records as ``name`` (True), or leave them to the Python path (False)."""
-        raw = table.raw
-        if raw is None or raw.parse_in_python:
-            return False
-        self.conn.register("raw", raw_arrow(raw))
-        self.conn.execute(
-            f"CREATE OR REPLACE TEMP TABLE {name} AS {raw_select(table.schema, 'raw', latest)}"
-        )
-        self.conn.unregister("raw")
-        return bulk_applies(raw.topic, next(iter(self.conn.execute(CHECK).fetchall()), None))
-
     def _current(self, table: TableBatch) -> None:
         keys = table.key_columns()
         target, guard = self.table_name(table), self.table_name(table, "__deletes")
@@ -156,11 +127,8 @@ class DuckDBSink(Sink):
         position = [f"{POSITION[0]} BIGINT", f"{POSITION[1]} BIGINT"]
         self._ensure(target, columns, position)
         self._ensure(guard, keys, position)
-        if not self._stage_raw("staged", table, latest=True):
-            changes = latest_per_key(table.parsed())
-            if not changes:
-                return
-            self._stage("staged", columns, changes)
+        if not self.stager.stage(table, latest=True):
+            return
         for statement in current_state(_DIALECT, target, guard, columns, "staged"):
             self.conn.execute(statement)
 
@@ -168,11 +136,8 @@ class DuckDBSink(Sink):
         target = self.table_name(table, "__history")
         columns = list(table.schema.columns)
         self._ensure(target, columns, [f"{n} {t.upper()}" for n, t in HISTORY_COLUMNS])
-        if not self._stage_raw("staged", table, latest=False):
-            changes = [c for c in table.parsed() if c.op != "t"]
-            if not changes:
-                return
-            self._stage("staged", columns, changes)
+        if not self.stager.stage(table, latest=False):
+            return
         topic = table.raw.topic if table.raw is not None else table.changes[0].topic
         self.conn.execute(history(_DIALECT, target, columns, "staged", topic))
 

@@ -1,9 +1,7 @@
 """The PostgreSQL sink: current-state and history tables, offsets in the same transaction.
 
-The bulk path (`loaders.bulk`): an in-memory DuckDB parses a batch's raw Kafka values and keeps
-the newest change per key, and its Arrow result is COPYed (CSV, written by Arrow) into a
-temporary table of text columns — no per-row Python. Batches needing Python (TOAST-unchanged
-carry-over, Connect JSON) are parsed into the same staging table. Then
+Batches are staged by an in-memory DuckDB (`loaders.staging`) and COPYed from Arrow (CSV) into
+a temporary table of text columns — no per-row Python. Then
 the statements every SQL target shares (`loaders.sql`) apply the staged rows; rows, delete
 guards and offsets commit together, so a crash leaves either the whole batch or none of it.
 Hand-written rather than with dlt for the reasons in `loaders.duckdb.sink`.
@@ -19,9 +17,7 @@ import psycopg2.errors
 import pyarrow.csv as pacsv
 from psycopg2 import sql as pgsql
 
-from loaders.base import POSITION, LoadBatch, Mode, Sink, TableBatch, latest_per_key
-from loaders.bulk import BulkParser
-from loaders.changes import Change
+from loaders.base import POSITION, LoadBatch, Mode, Sink, TableBatch
 from loaders.postgres.types import cast_expression, postgres_type
 from loaders.sql import (
     HISTORY_COLUMNS,
@@ -30,8 +26,8 @@ from loaders.sql import (
     evolve,
     history,
     q,
-    staged_values,
 )
+from loaders.staging import Stager
 from sluiceway.connect import postgres_connection
 from sluiceway.errors import SinkFatal, SinkUnavailable
 from sluiceway.settings import PostgresSettings
@@ -50,20 +46,16 @@ _DIALECT = Dialect(
     ],
 )
 
+# ``__unchanged`` as a text[] literal: {"a","b"}
+_TEXT_ARRAY = (
+    "'{' || array_to_string(list_transform(__unchanged, lambda x: '\"' || "
+    "replace(replace(x, '\\', '\\\\'), '\"', '\\\"') || '\"'), ',') || '}'"
+)
+
 _STAGE_META = (
     "__op text, __commit_lsn bigint, __lsn bigint, __unchanged text[], "
     "__partition integer, __offset bigint, __ts_ms bigint"
 )
-
-
-def _copy_field(value: Any) -> str:
-    if value is None:
-        return "\\N"
-    if isinstance(value, list):  # __unchanged: a text[] literal
-        items = ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in value)
-        value = "{" + items + "}"
-    text = str(value)
-    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
 def merge_current_state(
@@ -146,7 +138,7 @@ class PostgresSink(Sink):
             )
         self.conn.commit()
         self._columns: dict[str, dict[str, str]] = {}
-        self._parser = BulkParser()
+        self.stager = Stager()
 
     def table_name(self, batch: TableBatch, suffix: str = "") -> str:
         """``<target schema>.<table><suffix>``, quoted."""
@@ -179,33 +171,19 @@ class PostgresSink(Sink):
         for statement in evolve(name, known, columns, postgres_type):
             cur.execute(statement)
 
-    def _create_staged(self, cur: Any, columns: list[ColumnSchema]) -> None:
+    def _stage(
+        self, cur: Any, columns: list[ColumnSchema], table: TableBatch, latest: bool
+    ) -> bool:
+        """Stage the batch as the temporary table ``staged`` (text columns); False if empty."""
+        if not self.stager.stage(table, latest):
+            return False
         text_columns = ", ".join(f"{q(c.name)} text" for c in columns)
         cur.execute("DROP TABLE IF EXISTS pg_temp.staged")
         cur.execute(f"CREATE TEMP TABLE staged ({text_columns}, {_STAGE_META}) ON COMMIT DROP")
-
-    def _stage(self, cur: Any, columns: list[ColumnSchema], changes: list[Change]) -> None:
-        values = staged_values(columns, changes)
-        self._create_staged(cur, columns)
-        buffer = io.StringIO()
-        for row in zip(*values.values(), strict=True):
-            buffer.write("\t".join(_copy_field(v) for v in row) + "\n")
-        buffer.seek(0)
-        cur.copy_expert("COPY staged FROM STDIN", buffer)
-
-    def _stage_raw(
-        self, cur: Any, columns: list[ColumnSchema], table: TableBatch, latest: bool
-    ) -> bool:
-        """Stage the raw records as ``staged`` (True), or leave them to Python (False)."""
-        raw = table.raw
-        if raw is None or raw.parse_in_python:
-            return False
-        rows = self._parser.staged(table.schema, raw, latest)
-        if rows is None:
-            return False
-        self._create_staged(cur, columns)
         buffer = io.BytesIO()
-        pacsv.write_csv(rows, buffer, pacsv.WriteOptions(include_header=False))
+        pacsv.write_csv(
+            self.stager.arrow(_TEXT_ARRAY), buffer, pacsv.WriteOptions(include_header=False)
+        )
         buffer.seek(0)
         cur.copy_expert("COPY staged FROM STDIN WITH (FORMAT csv)", buffer)
         return True
@@ -248,11 +226,8 @@ class PostgresSink(Sink):
         self._ensure(
             cur, guard, [c for c in columns if c.key], [*position, f"PRIMARY KEY ({keys})"]
         )
-        if not self._stage_raw(cur, columns, table, latest=True):
-            changes = latest_per_key(table.parsed())
-            if not changes:
-                return
-            self._stage(cur, columns, changes)
+        if not self._stage(cur, columns, table, latest=True):
+            return
         if self.conn.server_version >= 150000:
             statements = merge_current_state(target, guard, columns, "staged")
         else:
@@ -264,14 +239,11 @@ class PostgresSink(Sink):
         columns = list(table.schema.columns)
         target = self.table_name(table, "__history")
         self._ensure(cur, target, columns, [f"{n} {t}" for n, t in HISTORY_COLUMNS])
-        if not self._stage_raw(cur, columns, table, latest=False):
-            changes = [c for c in table.parsed() if c.op != "t"]
-            if not changes:
-                return
-            self._stage(cur, columns, changes)
+        if not self._stage(cur, columns, table, latest=False):
+            return
         topic = table.raw.topic if table.raw is not None else table.changes[0].topic
         cur.execute(history(_DIALECT, target, columns, "staged", topic))
 
     def close(self) -> None:
         self.conn.close()
-        self._parser.close()
+        self.stager.close()

@@ -4,9 +4,10 @@ Objects are ``<root>/<schema>/<table>/history/partition=<p>/block=<k>.parquet`` 
 holds the partition's offsets ``[k*B, (k+1)*B)``. Names do not depend on where a batch began,
 so a replay (a restarted loader, a backfilled window) rewrites the same objects with the same
 rows instead of adding duplicates; a block filled over several batches is merged with what it
-already holds. Values are cast with DuckDB's exact casts (`loaders.duckdb.types`) and written
-by DuckDB's Parquet writer; boto3 moves the files. The consumer offsets are stored as a small
-JSON object after the data, so a crash in between only causes an idempotent rewrite.
+already holds. Batches are staged by DuckDB (`loaders.staging`), cast with DuckDB's exact
+casts (`loaders.duckdb.types`) and written by DuckDB's Parquet writer; boto3 moves the files.
+The consumer offsets are stored as a small JSON object after the data, so a crash in between
+only causes an idempotent rewrite.
 
 Current state is read from the archive, not stored: `current_state_sql` gives the DuckDB query
 (the newest change per key, deletes removed) over the Parquet files.
@@ -22,13 +23,12 @@ from typing import TYPE_CHECKING
 
 import duckdb
 import orjson
-import pyarrow as pa
 from botocore.exceptions import BotoCoreError, ClientError
 
 from loaders.base import POSITION, LoadBatch, Mode, Sink, TableBatch
-from loaders.changes import Change
 from loaders.duckdb.types import cast_expression
-from loaders.sql import q, staged_values
+from loaders.sql import q
+from loaders.staging import Stager
 from sluiceway.connect import s3_client
 from sluiceway.errors import SinkFatal, SinkUnavailable
 from sluiceway.settings import S3Settings
@@ -39,12 +39,6 @@ if TYPE_CHECKING:
 __all__ = ["BLOCK", "S3Sink", "current_state_sql"]
 
 BLOCK = 100_000  # offsets per object
-
-_STAGE_TYPES = {
-    "__op": pa.string(), "__commit_lsn": pa.int64(), "__lsn": pa.int64(),
-    "__unchanged": pa.list_(pa.string()), "__partition": pa.int32(), "__offset": pa.int64(),
-    "__ts_ms": pa.int64(),
-}  # fmt: skip
 
 
 def current_state_sql(files: str, key: list[str], columns: list[str]) -> str:
@@ -83,6 +77,7 @@ class S3Sink(Sink):
         self.bucket = s3.bucket
         self.root = root.strip("/")
         self.duck = duckdb.connect()
+        self.stager = Stager(self.duck)
         self._tmp = Path(tempfile.mkdtemp(prefix="sluiceway-s3-"))
 
     def _key(self, table: TableBatch, partition: int, block: int) -> str:
@@ -128,35 +123,36 @@ class S3Sink(Sink):
             raise SinkUnavailable(f"S3: {exc}") from exc
 
     def _history(self, table: TableBatch) -> None:
+        if not self.stager.stage(table, latest=False):
+            return
         columns = list(table.schema.columns)
-        blocks: dict[tuple[int, int], list[Change]] = defaultdict(list)
-        changes = table.parsed()
-        for change in changes:
-            if change.op != "t":
-                blocks[(change.partition, change.offset // BLOCK)].append(change)
         values = ", ".join(
             f"{cast_expression(c, 's.' + q(c.name))} AS {q(c.name)}" for c in columns
         )
-        topic = changes[0].topic.replace("'", "''") if changes else ""
+        topic = (table.raw.topic if table.raw is not None else table.changes[0].topic).replace(
+            "'", "''"
+        )
         meta = (
             "s.__op AS _sluiceway_op, s.__commit_lsn AS _sluiceway_commit_lsn, "
             "s.__lsn AS _sluiceway_lsn, s.__ts_ms AS _sluiceway_ts_ms, "
             f"'{topic}' AS _sluiceway_topic, s.__partition AS _sluiceway_partition, "
             "s.__offset AS _sluiceway_offset, s.__unchanged AS _sluiceway_unchanged"
         )
-        for (partition, block), changes in sorted(blocks.items()):
-            staged = staged_values(columns, changes)
-            arrow = pa.table(
-                {k: pa.array(v, _STAGE_TYPES.get(k, pa.string())) for k, v in staged.items()}
-            )
-            self.duck.register("staged", arrow)
+        self.duck.execute(
+            f"CREATE OR REPLACE TEMP TABLE typed AS SELECT {values}, {meta} FROM staged s"
+        )
+        blocks = self.duck.execute(
+            f"SELECT DISTINCT _sluiceway_partition, _sluiceway_offset // {BLOCK} FROM typed "
+            "ORDER BY 1, 2"
+        ).fetchall()
+        for partition, block in blocks:
             key = self._key(table, partition, block)
             local = self._tmp / "block.parquet"
             merged = self._tmp / "merged.parquet"
             self.duck.execute(
-                f"CREATE OR REPLACE TEMP TABLE fresh AS SELECT {values}, {meta} FROM staged s"
+                "CREATE OR REPLACE TEMP TABLE fresh AS SELECT * FROM typed WHERE "
+                f"_sluiceway_partition = {partition} AND _sluiceway_offset // {BLOCK} = {block}"
             )
-            self.duck.unregister("staged")
             if self._download(key, local):
                 # The block already holds earlier offsets: keep those not in this batch.
                 self.duck.execute(

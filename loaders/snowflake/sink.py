@@ -13,11 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from loaders.base import POSITION, LoadBatch, Mode, Sink, TableBatch, latest_per_key
-from loaders.changes import Change
+from loaders.base import POSITION, LoadBatch, Mode, Sink, TableBatch
 from loaders.snowflake.types import cast_expression, snowflake_type
 from loaders.sql import (
     HISTORY_COLUMNS,
@@ -26,8 +22,8 @@ from loaders.sql import (
     history,
     q,
     split_ddl,
-    staged_values,
 )
+from loaders.staging import Stager
 from sluiceway.connect import snowflake_connection
 from sluiceway.errors import SinkFatal, SinkUnavailable
 from sluiceway.settings import SnowflakeSettings
@@ -37,6 +33,11 @@ __all__ = ["SnowflakeSink"]
 
 OFFSETS = "_sluiceway_offsets"
 _SEPARATOR = "|"
+# ``__unchanged`` as text: "|a|b|" (Snowflake's list membership is a LIKE on it)
+_UNCHANGED = (
+    f"'{_SEPARATOR}' || array_to_string(list_transform(__unchanged, "
+    f"lambda c: c || '{_SEPARATOR}'), '')"
+)
 
 _DIALECT = Dialect(
     cast=cast_expression,
@@ -75,6 +76,7 @@ class SnowflakeSink(Sink):
         self._known: set[str] = set()
         self._columns: dict[str, set[str]] = {}
         self._tmp = Path(tempfile.mkdtemp(prefix="sluiceway-snowflake-"))
+        self.stager = Stager()
 
     def stored_offsets(self, group: str) -> dict[tuple[str, int], int]:
         cur = self.conn.cursor()
@@ -101,13 +103,11 @@ class SnowflakeSink(Sink):
                 known.add(column.name)
 
     def _stage(
-        self, cur: Any, name: str, columns: list[ColumnSchema], changes: list[Change]
-    ) -> None:
-        staged = staged_values(columns, changes)
-        staged["__unchanged"] = [
-            _SEPARATOR + "".join(f"{c}{_SEPARATOR}" for c in names)
-            for names in staged["__unchanged"]
-        ]
+        self, cur: Any, name: str, columns: list[ColumnSchema], table: TableBatch, latest: bool
+    ) -> bool:
+        """Stage the batch as table ``name`` by PUT and COPY INTO of Parquet; False if empty."""
+        if not self.stager.stage(table, latest):
+            return False
         text = ", ".join(f"{q(c.name)} VARCHAR" for c in columns)
         # The metadata columns are unquoted, as the shared statements name them (Snowflake
         # folds them to upper case); source columns keep their case, quoted.
@@ -117,17 +117,14 @@ class SnowflakeSink(Sink):
             "__offset NUMBER(19,0), __ts_ms NUMBER(19,0))"
         )
         path = self._tmp / f"{name}.parquet"
-        types = {"__commit_lsn": pa.int64(), "__lsn": pa.int64(), "__partition": pa.int64(),
-                 "__offset": pa.int64(), "__ts_ms": pa.int64()}  # fmt: skip
-        pq.write_table(
-            pa.table({k: pa.array(v, types.get(k, pa.string())) for k, v in staged.items()}), path
-        )
+        self.stager.export(path, "parquet", _UNCHANGED)
         cur.execute(f"PUT file://{path} @%{name}")
         cur.execute(
             f"COPY INTO {name} FROM @%{name} FILE_FORMAT = (TYPE = PARQUET) "
             "MATCH_BY_COLUMN_NAME = CASE_INSENSITIVE"
         )
         path.unlink()
+        return True
 
     def write(self, batch: LoadBatch, mode: Mode) -> None:
         # Two phases: DDL and staging per table first, then one transaction holding only DML
@@ -163,11 +160,9 @@ class SnowflakeSink(Sink):
         position = [f"{POSITION[0]} NUMBER(20,0)", f"{POSITION[1]} NUMBER(20,0)"]
         self._ensure(cur, target, columns, position)
         self._ensure(cur, guard, keys, position)
-        changes = latest_per_key(table.parsed())
-        if not changes:
-            return []
         staged = f"staged_c{number}"
-        self._stage(cur, staged, columns, changes)
+        if not self._stage(cur, staged, columns, table, latest=True):
+            return []
         statements = current_state(_DIALECT, target, guard, columns, staged, f"_{number}")
         ddl, dml = split_ddl(statements)
         for statement in ddl:
@@ -179,12 +174,12 @@ class SnowflakeSink(Sink):
         target = q(table.target_name("__history"))
         extra = [f"{n} {_HISTORY_TYPES[t]}" for n, t in HISTORY_COLUMNS]
         self._ensure(cur, target, columns, extra)
-        changes = [c for c in table.parsed() if c.op != "t"]
-        if not changes:
-            return []
         staged = f"staged_h{number}"
-        self._stage(cur, staged, columns, changes)
-        return [history(_DIALECT, target, columns, staged, changes[0].topic)]
+        if not self._stage(cur, staged, columns, table, latest=False):
+            return []
+        topic = table.raw.topic if table.raw is not None else table.changes[0].topic
+        return [history(_DIALECT, target, columns, staged, topic)]
 
     def close(self) -> None:
         self.conn.close()
+        self.stager.close()

@@ -191,7 +191,7 @@ def test_bulk_path_stops_at_a_record_that_is_not_an_event(
 ) -> None:
     if kind == "postgres":
         require(stack, "postgres")
-    with _sinks(kind, settings, unique, tmp_path) as (bulk, _):
+    with _sinks(kind, settings, unique, tmp_path) as (bulk, _unused):
         batch = _batch(plain=True)
         raw = batch.tables[("p.public.edge", SCHEMA.id)].raw
         assert raw is not None
@@ -218,7 +218,7 @@ def test_bulk_path_hands_toast_unchanged_and_connect_json_to_python(
          "op": "u", "ts_ms": 2, "unchanged": [text]},
     ]  # fmt: skip
     connect = {"schema": {"type": "struct"}, "payload": {**envelopes[0], "after": ROWS[0]}}
-    with _sinks(kind, settings, unique, tmp_path) as (bulk, _):
+    with _sinks(kind, settings, unique, tmp_path) as (bulk, _unused):
         for values in ([envelopes[0]], [envelopes[1]], [connect]):
             raw = RawRecords("p.public.edge")
             for offset, value in enumerate(values):

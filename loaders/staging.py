@@ -1,0 +1,161 @@
+"""Staging: a batch's changes as one table of exact text, built by DuckDB for every target.
+
+Per-record Python is what bounds a loader (an envelope parsed into objects costs more than the
+target's own write), so a batch's raw Kafka values go to DuckDB as one Arrow string column.
+DuckDB parses each envelope once (``json_transform`` into a struct of strings: numbers keep
+their exact text, nested values their JSON), keeps the newest change of each key when asked,
+and leaves the temporary table ``staged``:
+
+    <each source column as text>, __op, __commit_lsn, __lsn, __unchanged (list),
+    __partition, __offset, __ts_ms
+
+The few batches the engine cannot take — Connect JSON envelopes, and TOAST-unchanged columns
+whose stored value a newer change of the key must carry over from an older one in the batch —
+are parsed in Python (`loaders.sql.staged_values`) into the same table. Targets then apply
+``staged`` with SQL in DuckDB itself, or export it in their own format: CSV for PostgreSQL's
+COPY, NDJSON for a BigQuery load job, Parquet for Snowflake's PUT and for S3.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any, Literal
+
+import duckdb
+import orjson
+import pyarrow as pa
+
+from loaders.base import TableBatch, latest_per_key
+from loaders.sql import staged_values
+from sluiceway.errors import SinkFatal
+from streaming.events import TableSchema
+
+__all__ = ["Stager", "raw_select"]
+
+_STAGE_TYPES = {
+    "__op": pa.string(), "__commit_lsn": pa.int64(), "__lsn": pa.int64(),
+    "__unchanged": pa.list_(pa.string()), "__partition": pa.int32(), "__offset": pa.int64(),
+    "__ts_ms": pa.int64(),
+}  # fmt: skip
+
+# The first staged record the engine could not take, if any.
+_CHECK = "SELECT __partition, __offset, __python FROM staged WHERE __op IS NULL OR __python LIMIT 1"
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def raw_select(schema: TableSchema, raw: str, latest: bool) -> str:
+    """SQL turning raw envelopes (``raw``: ``__partition``, ``__offset``, ``__value``) into the
+    staged shape. ``latest`` keeps only the newest change of each key, by position. A record
+    that is not a change event stays in with a NULL ``__op``, and ``__python`` marks the
+    records the Python path must take."""
+    columns = schema.columns
+    row = {c.name: "VARCHAR" for c in columns}
+    structure = {
+        "op": "VARCHAR",
+        "ts_ms": "BIGINT",
+        "source": {"commit_lsn": "BIGINT", "lsn": "BIGINT"},
+        "after": row,
+        "before": row,
+        "unchanged": "VARCHAR",
+        "schema": "VARCHAR",  # only a Connect JSON envelope has it at the top
+    }
+    spec = orjson.dumps(structure).decode().replace("'", "''")
+    values = ", ".join(
+        f"CASE WHEN x.op = 'd' THEN x.before.{_quote(c.name)} "
+        f"ELSE x.after.{_quote(c.name)} END AS {_quote(c.name)}"
+        for c in columns
+    )
+    select = (
+        f"SELECT {values}, x.op AS __op, COALESCE(x.source.commit_lsn, 0) AS __commit_lsn, "
+        "COALESCE(x.source.lsn, 0) AS __lsn, CAST([] AS VARCHAR[]) AS __unchanged, "
+        "__partition, __offset, COALESCE(x.ts_ms, 0) AS __ts_ms, "
+        'x.unchanged IS NOT NULL OR x."schema" IS NOT NULL AS __python '
+        f"FROM (SELECT __partition, __offset, json_transform(__value, '{spec}') AS x "
+        f"FROM {raw}) WHERE x.op IS DISTINCT FROM 't'"
+    )
+    if not latest:
+        return select
+    keys = ", ".join(_quote(c.name) for c in columns if c.key)
+    return (
+        f"SELECT * FROM ({select}) QUALIFY row_number() OVER (PARTITION BY {keys} "
+        "ORDER BY __commit_lsn DESC, __lsn DESC, __partition DESC, __offset DESC) = 1"
+    )
+
+
+class Stager:
+    """Builds ``staged`` in a DuckDB connection: the target's own (DuckDB) or an in-memory one."""
+
+    def __init__(self, conn: duckdb.DuckDBPyConnection | None = None) -> None:
+        self._own = conn is None
+        self.conn = duckdb.connect() if conn is None else conn
+
+    def stage(self, table: TableBatch, latest: bool) -> int:
+        """Stage ``table``'s changes (only the newest per key if ``latest``); the row count.
+
+        Raises:
+            SinkFatal: a record is not a change event, or its bytes do not parse.
+        """
+        raw = table.raw
+        if raw is not None and not raw.parse_in_python:
+            self.conn.register(
+                "raw",
+                pa.table(
+                    {
+                        "__partition": pa.array(raw.partitions, pa.int32()),
+                        "__offset": pa.array(raw.offsets, pa.int64()),
+                        "__value": pa.array(raw.values, pa.string()),
+                    }
+                ),
+            )
+            try:
+                self.conn.execute(
+                    "CREATE OR REPLACE TEMP TABLE staged AS "
+                    + raw_select(table.schema, "raw", latest)
+                )
+            except duckdb.Error as exc:
+                with contextlib.suppress(duckdb.Error):  # in an aborted transaction
+                    self.conn.unregister("raw")
+                raise SinkFatal(f"{raw.topic}: the batch does not parse: {exc}") from exc
+            self.conn.unregister("raw")
+            found = self.conn.execute(_CHECK).fetchall()
+            if not found:
+                self.conn.execute("ALTER TABLE staged DROP COLUMN __python")
+                return int(self.conn.execute("SELECT count(*) FROM staged").fetchall()[0][0])
+            partition, offset, python = found[0]
+            if not python:
+                raise SinkFatal(f"{raw.topic}[{partition}]@{offset} is not a change event")
+        changes = [c for c in table.parsed() if c.op != "t"]
+        if latest:
+            changes = latest_per_key(changes)
+        values = staged_values(list(table.schema.columns), changes)
+        arrays = {k: pa.array(v, _STAGE_TYPES.get(k, pa.string())) for k, v in values.items()}
+        self.conn.register("parsed", pa.table(arrays))
+        self.conn.execute("CREATE OR REPLACE TEMP TABLE staged AS SELECT * FROM parsed")
+        self.conn.unregister("parsed")
+        return len(changes)
+
+    def arrow(self, unchanged: str = "__unchanged") -> pa.Table:
+        """``staged`` as Arrow, with ``__unchanged`` replaced by the SQL expression given."""
+        return self.conn.sql(
+            f"SELECT * REPLACE ({unchanged} AS __unchanged) FROM staged"
+        ).to_arrow_table()
+
+    def export(
+        self, path: Path, kind: Literal["json", "parquet"], unchanged: str = "__unchanged"
+    ) -> None:
+        """Write ``staged`` to a file (newline-delimited JSON or Parquet)."""
+        self.conn.execute(
+            f"COPY (SELECT * REPLACE ({unchanged} AS __unchanged) FROM staged) TO "
+            f"'{str(path).replace(chr(39), chr(39) * 2)}' (FORMAT {kind})"
+        )
+
+    def query(self, sql: str) -> list[Any]:
+        return self.conn.execute(sql).fetchall()
+
+    def close(self) -> None:
+        if self._own:
+            self.conn.close()
