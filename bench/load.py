@@ -2,11 +2,13 @@
 
 1,000,000 insert events (the envelope capture writes) are produced once to a 3-partition
 topic. Each run then loads them with the loader (``load_window``, current-state mode: staging,
-position guard, delete guards, offsets) into a fresh table, and bulk-loads the same rows raw:
-DuckDB from an Arrow table, PostgreSQL with COPY. Rates are rows per second of wall time,
-reading from Kafka included for the loader (the raw loads start from rows in memory).
+position guard, delete guards, offsets; history mode for S3, the archive) into a fresh table,
+and bulk-loads the same rows raw: DuckDB from an Arrow table, PostgreSQL with COPY, S3 one
+Parquet PUT, BigQuery a Parquet load job, Snowflake PUT and COPY INTO of Parquet. Rates are
+rows per second of wall time, reading from Kafka included for the loader (the raw loads start
+from rows in memory).
 
-    python -m bench.load [--rows 1000000] [--runs 3] [--targets duckdb postgres]
+    python -m bench.load [--rows 1000000] [--runs 3] [--targets duckdb postgres s3 ...]
 """
 
 from __future__ import annotations
@@ -23,14 +25,25 @@ from typing import Any
 import duckdb
 import orjson
 import pyarrow as pa
+import pyarrow.parquet as pq
 from confluent_kafka import Producer
 from rich.console import Console
 
 from bench.record import Figure, record, summarize
+from loaders.base import Mode, Sink
+from loaders.bigquery import BigQuerySink
 from loaders.duckdb import DuckDBSink
 from loaders.postgres import PostgresSink
 from loaders.runner import Loader
-from sluiceway.connect import kafka_admin, postgres_connection
+from loaders.s3 import S3Sink
+from loaders.snowflake import SnowflakeSink
+from sluiceway.connect import (
+    bigquery_client,
+    kafka_admin,
+    postgres_connection,
+    s3_client,
+    snowflake_connection,
+)
 from sluiceway.pipeline import Pipeline, PostgresSource, TopicSettings
 from sluiceway.settings import Settings, load_settings
 from streaming.events import ColumnSchema, TableSchema
@@ -109,8 +122,8 @@ def _pipeline() -> Pipeline:
     return Pipeline(name=PREFIX, source=PostgresSource(), topics=TopicSettings(partitions=3))
 
 
-def _load(settings: Settings, sink: Any) -> float:
-    loader = Loader(settings, _pipeline(), sink, mode="current", batch_rows=100_000)
+def _load(settings: Settings, sink: Sink, mode: Mode) -> float:
+    loader = Loader(settings, _pipeline(), sink, mode=mode, batch_rows=100_000)
     start = time.perf_counter()
     loaded = loader.load_window(0, int(time.time() * 1000) + 3_600_000)
     elapsed = time.perf_counter() - start
@@ -169,6 +182,69 @@ def _postgres_database(settings: Settings) -> None:
     admin.close()
 
 
+def _s3_raw(settings: Settings, arrow: pa.Table, rows: int) -> float:
+    client = s3_client(settings.s3)
+    start = time.perf_counter()
+    buffer = io.BytesIO()
+    pq.write_table(arrow, buffer)
+    client.put_object(Bucket=settings.s3.bucket, Key=f"{PREFIX}-raw/items.parquet",
+                      Body=buffer.getvalue())  # fmt: skip
+    return rows / (time.perf_counter() - start)
+
+
+def _bigquery_raw(settings: Settings, arrow: pa.Table, rows: int) -> float:
+    from google.cloud import bigquery
+
+    client = bigquery_client(settings.bigquery)
+    dataset = f"{settings.bigquery.project}.{PREFIX}_raw"
+    client.create_dataset(dataset, exists_ok=True)
+    buffer = io.BytesIO()
+    pq.write_table(arrow, buffer)
+    buffer.seek(0)
+    config = bigquery.LoadJobConfig(
+        source_format=bigquery.SourceFormat.PARQUET,
+        write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
+    )
+    start = time.perf_counter()
+    client.load_table_from_file(buffer, f"{dataset}.items", job_config=config).result(600)
+    elapsed = time.perf_counter() - start
+    client.close()  # type: ignore[no-untyped-call]
+    return rows / elapsed
+
+
+def _snowflake_raw(settings: Settings, arrow: pa.Table, directory: Path, rows: int) -> float:
+    conn = snowflake_connection(settings.snowflake)
+    cur = conn.cursor()
+    database = settings.snowflake.database
+    cur.execute(f"CREATE DATABASE IF NOT EXISTS {database}")
+    cur.execute(f"CREATE SCHEMA IF NOT EXISTS {database}.{PREFIX}_raw")
+    cur.execute(f"USE SCHEMA {database}.{PREFIX}_raw")
+    cur.execute(
+        "CREATE OR REPLACE TABLE items (id NUMBER(19,0), name VARCHAR, amount NUMBER(12,2), "
+        "created TIMESTAMP_TZ, flag BOOLEAN)"
+    )
+    path = directory / "items.parquet"
+    start = time.perf_counter()
+    pq.write_table(arrow, path)
+    cur.execute(f"PUT file://{path} @%items")
+    cur.execute(
+        "COPY INTO items FROM @%items FILE_FORMAT = (TYPE = PARQUET) "
+        "MATCH_BY_COLUMN_NAME = CASE_INSENSITIVE"
+    )
+    elapsed = time.perf_counter() - start
+    conn.close()
+    return rows / elapsed
+
+
+_BASELINES = {
+    "duckdb": "raw DuckDB insert from Arrow",
+    "postgres": "raw PostgreSQL COPY",
+    "s3": "raw Parquet write and PUT to S3",
+    "bigquery": "raw BigQuery Parquet load job",
+    "snowflake": "raw Snowflake PUT and COPY INTO of Parquet",
+}
+
+
 def run(settings: Settings, rows: int, runs: int, targets: list[str]) -> list[Figure]:
     """Measure, print and return the figures."""
     console.print(f"producing {rows:,} change events")
@@ -192,33 +268,35 @@ def run(settings: Settings, rows: int, runs: int, targets: list[str]) -> list[Fi
     figures = []
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
-        if "duckdb" in targets:
+        for target in targets:
             loads, raws = [], []
             for number in range(runs):
-                raws.append(_duckdb_raw(arrow, directory, rows))
-                path = directory / f"load{number}.duckdb"
-                sink = DuckDBSink(path, PREFIX)
-                loads.append(_load(settings, sink))
-                sink.close()
-                console.print(f"duckdb: loader {loads[-1]:,.0f} rows/s, raw {raws[-1]:,.0f} rows/s")
-            figures.append(
-                summarize(
-                    "duckdb load rows/s", "rows/s", loads, "raw DuckDB insert from Arrow", raws
-                )
-            )
-        if "postgres" in targets:
-            loads, raws = [], []
-            for _ in range(runs):
-                _postgres_database(settings)
-                raws.append(_postgres_raw(settings, copy_text, rows))
-                sink = PostgresSink(settings.postgres, "bench_load", PREFIX)
-                loads.append(_load(settings, sink))
+                name = f"{PREFIX}{number}_{int(time.time())}"
+                mode: Mode = "current"
+                if target == "duckdb":
+                    raws.append(_duckdb_raw(arrow, directory, rows))
+                    sink: Sink = DuckDBSink(directory / f"{name}.duckdb", PREFIX)
+                elif target == "postgres":
+                    _postgres_database(settings)
+                    raws.append(_postgres_raw(settings, copy_text, rows))
+                    sink = PostgresSink(settings.postgres, "bench_load", PREFIX)
+                elif target == "s3":
+                    raws.append(_s3_raw(settings, arrow, rows))
+                    sink = S3Sink(settings.s3, name)
+                    mode = "history"  # the archive: every change, as Parquet
+                elif target == "bigquery":
+                    raws.append(_bigquery_raw(settings, arrow, rows))
+                    sink = BigQuerySink(settings.bigquery, name)
+                else:
+                    raws.append(_snowflake_raw(settings, arrow, directory, rows))
+                    sink = SnowflakeSink(settings.snowflake, name)
+                loads.append(_load(settings, sink, mode))
                 sink.close()
                 console.print(
-                    f"postgres: loader {loads[-1]:,.0f} rows/s, raw {raws[-1]:,.0f} rows/s"
+                    f"{target}: loader {loads[-1]:,.0f} rows/s, raw {raws[-1]:,.0f} rows/s"
                 )
             figures.append(
-                summarize("postgres load rows/s", "rows/s", loads, "raw PostgreSQL COPY", raws)
+                summarize(f"{target} load rows/s", "rows/s", loads, _BASELINES[target], raws)
             )
     for figure in figures:
         console.print(
@@ -233,7 +311,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--targets", nargs="+", default=["duckdb", "postgres"])
+    parser.add_argument("--targets", nargs="+", default=list(_BASELINES), choices=_BASELINES)
     parser.add_argument("--no-record", action="store_true", help="print only")
     args = parser.parse_args()
     figures = run(load_settings(), args.rows, args.runs, args.targets)

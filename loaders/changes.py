@@ -30,7 +30,7 @@ class Change:
     key: dict[str, Any] | None
     row: dict[str, Any] | None  # after; before for deletes
     position: tuple[int, int]
-    ts_ms: int
+    ts_ms: int  # when the change was committed in the source (else captured)
     schema_id: str | None
     unchanged: list[str] = field(default_factory=list)
 
@@ -65,7 +65,7 @@ class Change:
                 decoded_key,
                 row,
                 position,
-                int(envelope.get("ts_ms") or 0),
+                int(source.get("ts_ms") or envelope.get("ts_ms") or 0),  # commit time
                 source.get("schema_id"),
                 envelope.get("unchanged", []),
             )

@@ -32,11 +32,13 @@ from streaming.events import ColumnSchema
 __all__ = [
     "HISTORY_COLUMNS",
     "Dialect",
+    "Scd2Views",
     "current_state",
     "evolve",
     "fits",
     "history",
     "q",
+    "scd2_view",
     "split_ddl",
     "staged_values",
     "widens",
@@ -109,6 +111,9 @@ class Dialect:
     cast: Callable[[ColumnSchema, str], str]  # staged text -> typed value
     contains: Callable[[str, str], str]  # (list expression, string literal) -> boolean SQL
     temp_table: Callable[[str, str], list[str]]  # (name, SELECT) -> statements
+    from_ms: Callable[[str], str] = lambda ms: f"epoch_ms({ms})"  # epoch ms -> zoned timestamp
+    ignore_nulls: bool = True  # LAST_VALUE(... IGNORE NULLS) exists (not in PostgreSQL)
+    quote: Callable[[str], str] = q  # an identifier
 
 
 def current_state(
@@ -202,11 +207,15 @@ def widens(have: str, wanted: str) -> bool:
     return False
 
 
-def fits(narrower: str, wider: str) -> bool:
+def fits(narrower: str, wider: str, widens: Callable[[str, str], bool] = widens) -> bool:
     """Whether values of an older, narrower shape can be written into the wider column as it
     is: the same family only (integers, floats, decimals, varchar lengths), never text."""
     a, b = _normal(narrower), _normal(wider)
-    return a != b and b != "text" and widens(narrower, wider)
+    return a != b and b not in ("text", "string", "varchar") and widens(narrower, wider)
+
+
+def _alter_type(table: str, column: str, wanted: str) -> str:
+    return f"ALTER TABLE {table} ALTER COLUMN {column} TYPE {wanted}"
 
 
 def evolve(
@@ -214,12 +223,17 @@ def evolve(
     known: dict[str, str],
     columns: list[ColumnSchema],
     spell: Callable[[ColumnSchema], str],
+    *,
+    widening: Callable[[str, str], bool] = widens,
+    alter: Callable[[str, str, str], str] = _alter_type,
+    quote: Callable[[str], str] = q,
 ) -> list[str]:
     """The ALTER statements bringing ``table`` (columns ``known``, updated in place) to a shape.
 
     A new source column is added; a column the source dropped stays, nullable; a widened type
-    is widened; an older, narrower shape of the same family fits as it is (rows of other
-    partitions arrive in any order).
+    is widened (``widening`` says what the target can widen without changing a value, and
+    ``alter`` how it is spelled); an older, narrower shape of the same family fits as it is
+    (rows of other partitions arrive in any order).
 
     Raises:
         SinkFatal: any other type change, which would lose or alter values.
@@ -229,11 +243,11 @@ def evolve(
         wanted = spell(column)
         have = known.get(column.name)
         if have is None:
-            statements.append(f"ALTER TABLE {table} ADD COLUMN {q(column.name)} {wanted}")
-        elif have.upper() == wanted.upper() or fits(wanted, have):
+            statements.append(f"ALTER TABLE {table} ADD COLUMN {quote(column.name)} {wanted}")
+        elif have.upper() == wanted.upper() or fits(wanted, have, widening):
             continue
-        elif widens(have, wanted):
-            statements.append(f"ALTER TABLE {table} ALTER COLUMN {q(column.name)} TYPE {wanted}")
+        elif widening(have, wanted):
+            statements.append(alter(table, quote(column.name), wanted))
         else:
             raise SinkFatal(
                 f"{table}.{column.name}: the source changed its type from {have} to {wanted}, "
@@ -264,3 +278,73 @@ def history(
         f"SELECT 1 FROM {target} h WHERE h._sluiceway_topic = {topic_literal} "
         "AND h._sluiceway_partition = s.__partition AND h._sluiceway_offset = s.__offset)"
     )
+
+
+def scd2_view(dialect: Dialect, view: str, history_table: str, columns: list[ColumnSchema]) -> str:
+    """The statement (re)creating the slowly-changing-dimension (type 2) view of a history
+    table: one row per version of a key, ``valid_from`` its commit time, ``valid_to`` the
+    commit time of the next change of the key (NULL while current; a delete ends a version
+    and is not one), ``is_current``. A TOAST-unchanged column takes the value the previous
+    version carried. A view, not stored columns: changes arriving out of order (partitions,
+    replays) can never leave a stale ``valid_to`` behind."""
+    qt = dialect.quote
+    keys = ", ".join(qt(c.name) for c in columns if c.key)
+    order = f"{POSITION[0]}, {POSITION[1]}, _sluiceway_offset"
+    window = f"PARTITION BY {keys} ORDER BY {order}"
+
+    def carried(column: ColumnSchema) -> str:
+        name = qt(column.name)
+        unchanged = dialect.contains("h._sluiceway_unchanged", _literal(column.name))
+        if dialect.ignore_nulls:
+            previous = (
+                f"LAST_VALUE(CASE WHEN {unchanged} THEN NULL ELSE h.{name} END IGNORE NULLS) "
+                f"OVER ({window} ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)"
+            )
+        else:
+            same_key = " AND ".join(f"p.{qt(c.name)} = h.{qt(c.name)}" for c in columns if c.key)
+            earlier = (
+                f"(p.{POSITION[0]} < h.{POSITION[0]} OR (p.{POSITION[0]} = h.{POSITION[0]} "
+                f"AND p.{POSITION[1]} < h.{POSITION[1]}))"
+            )
+            not_unchanged = dialect.contains("p._sluiceway_unchanged", _literal(column.name))
+            previous = (
+                f"(SELECT p.{name} FROM {history_table} p WHERE {same_key} AND {earlier} AND "
+                f"NOT COALESCE({not_unchanged}, false) ORDER BY p.{POSITION[0]} DESC, "
+                f"p.{POSITION[1]} DESC LIMIT 1)"
+            )
+        return f"CASE WHEN {unchanged} THEN {previous} ELSE h.{name} END AS {name}"
+
+    values = ", ".join(carried(c) for c in columns)
+    names = ", ".join(qt(c.name) for c in columns)
+    return (
+        f"CREATE OR REPLACE VIEW {view} AS SELECT {names}, "
+        f"{dialect.from_ms('_sluiceway_ts_ms')} AS valid_from, "
+        f"{dialect.from_ms('next_ms')} AS valid_to, next_ms IS NULL AS is_current, "
+        f"{POSITION[0]}, {POSITION[1]} FROM (SELECT {values}, h._sluiceway_op, "
+        f"h._sluiceway_ts_ms, h.{POSITION[0]}, h.{POSITION[1]}, "
+        f"LEAD(h._sluiceway_ts_ms) OVER ({window}) AS next_ms FROM {history_table} h) v "
+        "WHERE _sluiceway_op <> 'd'"
+    )
+
+
+class Scd2Views:
+    """The SCD2 views a sink has (re)created in this process, and with which columns: a view
+    is recreated when a table's history gains a column, and keeps the columns a newer shape
+    dropped (as the history table does)."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.dialect = dialect
+        self._columns: dict[str, dict[str, ColumnSchema]] = {}
+
+    def statement(self, view: str, history_table: str, columns: list[ColumnSchema]) -> str | None:
+        """The CREATE OR REPLACE VIEW to run now, or None if the view is up to date."""
+        known = self._columns.get(view)
+        if known is not None and all(c.name in known for c in columns):
+            return None
+        merged = {**(known or {}), **{c.name: c for c in columns}}
+        self._columns[view] = merged
+        return scd2_view(self.dialect, view, history_table, list(merged.values()))
+
+    def forget(self) -> None:
+        """After a rollback: the views may not exist."""
+        self._columns.clear()

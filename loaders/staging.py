@@ -57,7 +57,7 @@ def raw_select(schema: TableSchema, raw: str, latest: bool) -> str:
     structure = {
         "op": "VARCHAR",
         "ts_ms": "BIGINT",
-        "source": {"commit_lsn": "BIGINT", "lsn": "BIGINT"},
+        "source": {"commit_lsn": "BIGINT", "lsn": "BIGINT", "ts_ms": "BIGINT"},
         "after": row,
         "before": row,
         "unchanged": "VARCHAR",
@@ -72,7 +72,7 @@ def raw_select(schema: TableSchema, raw: str, latest: bool) -> str:
     select = (
         f"SELECT {values}, x.op AS __op, COALESCE(x.source.commit_lsn, 0) AS __commit_lsn, "
         "COALESCE(x.source.lsn, 0) AS __lsn, CAST([] AS VARCHAR[]) AS __unchanged, "
-        "__partition, __offset, COALESCE(x.ts_ms, 0) AS __ts_ms, "
+        "__partition, __offset, COALESCE(x.source.ts_ms, x.ts_ms, 0) AS __ts_ms, "
         'x.unchanged IS NOT NULL OR x."schema" IS NOT NULL AS __python '
         f"FROM (SELECT __partition, __offset, json_transform(__value, '{spec}') AS x "
         f"FROM {raw}) WHERE x.op IS DISTINCT FROM 't'"

@@ -19,7 +19,8 @@ from google.api_core.exceptions import GoogleAPIError, NotFound
 from google.cloud import bigquery
 
 from loaders.base import POSITION, LoadBatch, Mode, Sink, TableBatch
-from loaders.bigquery.types import bigquery_type, cast_expression
+from loaders.bigquery.types import bigquery_type, cast_expression, spelled, widens
+from loaders.sql import Dialect, Scd2Views, evolve
 from loaders.staging import Stager
 from sluiceway.connect import bigquery_client
 from sluiceway.errors import SinkFatal, SinkUnavailable
@@ -48,6 +49,16 @@ def _literal(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+# What the shared SCD2 view needs of BigQuery's SQL (its other statements are its own).
+_DIALECT = Dialect(
+    cast=cast_expression,
+    contains=lambda items, literal: f"{literal} IN UNNEST({items})",
+    temp_table=lambda name, select: [],
+    from_ms=lambda ms: f"TIMESTAMP_MILLIS({ms})",
+    quote=lambda name: _q(name),
+)
+
+
 class BigQuerySink(Sink):
     """Loads change events into a BigQuery dataset."""
 
@@ -67,6 +78,7 @@ class BigQuerySink(Sink):
         self._known: dict[str, dict[str, str]] = {}
         self._tmp = Path(tempfile.mkdtemp(prefix="sluiceway-bigquery-"))
         self.stager = Stager()
+        self.views = Scd2Views(_DIALECT)
 
     def _t(self, name: str) -> str:
         return _q(f"{self.dataset}.{name}")
@@ -91,19 +103,18 @@ class BigQuerySink(Sink):
         if known is None:
             try:
                 table = self.client.get_table(f"{self.dataset}.{name}")
-                known = {f.name: f.field_type for f in table.schema}
+                known = {f.name: spelled(f.field_type, f.precision, f.scale) for f in table.schema}
             except NotFound:
                 definition = [f"{_q(c.name)} {bigquery_type(c)}" for c in columns] + extra
                 self._query(f"CREATE TABLE {self._t(name)} ({', '.join(definition)})")
                 known = {c.name: bigquery_type(c) for c in columns}
             self._known[name] = known
-        for column in columns:
-            if column.name not in known:
-                self._query(
-                    f"ALTER TABLE {self._t(name)} ADD COLUMN {_q(column.name)} "
-                    f"{bigquery_type(column)}"
-                )
-                known[column.name] = bigquery_type(column)
+        statements = evolve(
+            self._t(name), known, columns, bigquery_type, widening=widens, quote=_q,
+            alter=lambda t, c, wanted: f"ALTER TABLE {t} ALTER COLUMN {c} SET DATA TYPE {wanted}",
+        )  # fmt: skip
+        for statement in statements:
+            self._query(statement)
 
     def _stage(
         self, name: str, columns: list[ColumnSchema], table: TableBatch, latest: bool
@@ -223,6 +234,9 @@ class BigQuerySink(Sink):
             f"{topic} AND h._sluiceway_partition = s.__partition "
             "AND h._sluiceway_offset = s.__offset)"
         )
+        view = self.views.statement(self._t(table.target_name("__scd2")), self._t(name), columns)
+        if view is not None:
+            self._query(view)
 
     def close(self) -> None:
         self.client.close()  # type: ignore[no-untyped-call]

@@ -12,6 +12,10 @@
 | interval | STRING (ISO 8601 duration) |
 | json, arrays | JSON (BigQuery arrays cannot hold NULL elements; JSON keeps them) |
 
+Widening (`widens`): INT64 to a NUMERIC/BIGNUMERIC that holds every INT64, and a decimal to
+one with at least as many integer and fraction digits; nothing else (not to FLOAT64, which
+would round, nor to STRING, which BigQuery cannot do in place).
+
 BigQuery's DATE/DATETIME/TIMESTAMP stop at year 1 and have no infinity: such values stop the
 load with the table named.
 """
@@ -20,7 +24,7 @@ from __future__ import annotations
 
 from streaming.events import ColumnSchema
 
-__all__ = ["bigquery_type", "cast_expression"]
+__all__ = ["bigquery_type", "cast_expression", "spelled", "widens"]
 
 _SIMPLE = {
     "int16": "INT64", "int32": "INT64", "int64": "INT64", "float32": "FLOAT64",
@@ -56,3 +60,37 @@ def cast_expression(column: ColumnSchema, ref: str) -> str:
     if target == "JSON":
         return f"PARSE_JSON({ref})"
     return f"CAST({ref} AS {target.split('(')[0]})"
+
+
+_LEGACY = {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL"}
+
+
+def spelled(field_type: str, precision: int | None, scale: int | None) -> str:
+    """A stored column's type as `bigquery_type` spells it (the API says INTEGER, FLOAT)."""
+    name = _LEGACY.get(field_type, field_type)
+    if name in ("NUMERIC", "BIGNUMERIC") and precision is not None:
+        return f"{name}({precision}, {scale or 0})"
+    return name
+
+
+def _digits(spelled_type: str) -> tuple[int, int] | None:
+    """(integer digits, fraction digits) of a decimal type."""
+    head, _, rest = spelled_type.partition("(")
+    if head == "INT64":
+        return 19, 0
+    if head not in ("NUMERIC", "BIGNUMERIC"):
+        return None
+    if not rest:  # unparameterized: NUMERIC(38, 9), BIGNUMERIC(76, 38)
+        return (29, 9) if head == "NUMERIC" else (38, 38)
+    p, _, sc = rest.rstrip(")").partition(",")
+    return int(p) - int(sc or 0), int(sc or 0)
+
+
+def widens(have: str, wanted: str) -> bool:
+    """Whether a BigQuery column typed ``have`` can become ``wanted`` keeping every value."""
+    if have == wanted:
+        return True
+    a, b = _digits(have), _digits(wanted)
+    if a is None or b is None or wanted == "INT64":
+        return False
+    return b[0] >= a[0] and b[1] >= a[1]

@@ -21,6 +21,7 @@ from loaders.duckdb.types import cast_expression, duckdb_type
 from loaders.sql import (
     HISTORY_COLUMNS,
     Dialect,
+    Scd2Views,
     current_state,
     evolve,
     history,
@@ -39,6 +40,7 @@ _DIALECT = Dialect(
     cast=cast_expression,
     contains=lambda items, literal: f"list_contains({items}, {literal})",
     temp_table=lambda name, select: [f"CREATE OR REPLACE TEMP TABLE {name} AS {select}"],
+    from_ms=lambda ms: f"to_timestamp({ms} / 1000.0)",
 )
 
 
@@ -61,6 +63,7 @@ class DuckDBSink(Sink):
         )
         self._columns: dict[str, dict[str, str]] = {}
         self.stager = Stager(self.conn)
+        self.views = Scd2Views(_DIALECT)
 
     def table_name(self, batch: TableBatch, suffix: str = "") -> str:
         """``<target schema>.<table><suffix>``, quoted."""
@@ -114,10 +117,12 @@ class DuckDBSink(Sink):
         except duckdb.Error as exc:
             self.conn.execute("ROLLBACK")
             self._columns.clear()  # the rolled-back DDL is gone too
+            self.views.forget()
             raise SinkFatal(f"DuckDB refused the batch: {exc}") from exc
         except Exception:
             self.conn.execute("ROLLBACK")
             self._columns.clear()
+            self.views.forget()
             raise
 
     def _current(self, table: TableBatch) -> None:
@@ -140,6 +145,9 @@ class DuckDBSink(Sink):
             return
         topic = table.raw.topic if table.raw is not None else table.changes[0].topic
         self.conn.execute(history(_DIALECT, target, columns, "staged", topic))
+        view = self.views.statement(self.table_name(table, "__scd2"), target, columns)
+        if view is not None:
+            self.conn.execute(view)
 
     def close(self) -> None:
         self.conn.close()

@@ -22,6 +22,7 @@ from loaders.postgres.types import cast_expression, postgres_type
 from loaders.sql import (
     HISTORY_COLUMNS,
     Dialect,
+    Scd2Views,
     current_state,
     evolve,
     history,
@@ -44,6 +45,8 @@ _DIALECT = Dialect(
         f"DROP TABLE IF EXISTS pg_temp.{name}",
         f"CREATE TEMP TABLE {name} ON COMMIT DROP AS {select}",
     ],
+    from_ms=lambda ms: f"to_timestamp({ms} / 1000.0)",
+    ignore_nulls=False,
 )
 
 # ``__unchanged`` as a text[] literal: {"a","b"}
@@ -139,6 +142,7 @@ class PostgresSink(Sink):
         self.conn.commit()
         self._columns: dict[str, dict[str, str]] = {}
         self.stager = Stager()
+        self.views = Scd2Views(_DIALECT)
 
     def table_name(self, batch: TableBatch, suffix: str = "") -> str:
         """``<target schema>.<table><suffix>``, quoted."""
@@ -211,6 +215,7 @@ class PostgresSink(Sink):
         except psycopg2.Error as exc:
             self.conn.rollback()
             self._columns.clear()  # the rolled-back DDL is gone too
+            self.views.forget()
             raise SinkFatal(f"PostgreSQL target refused the batch: {exc.pgerror or exc}") from exc
 
     def _current(self, cur: Any, table: TableBatch) -> None:
@@ -243,6 +248,9 @@ class PostgresSink(Sink):
             return
         topic = table.raw.topic if table.raw is not None else table.changes[0].topic
         cur.execute(history(_DIALECT, target, columns, "staged", topic))
+        view = self.views.statement(self.table_name(table, "__scd2"), target, columns)
+        if view is not None:
+            cur.execute(view)
 
     def close(self) -> None:
         self.conn.close()

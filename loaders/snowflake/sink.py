@@ -13,12 +13,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from snowflake.connector.constants import FIELD_ID_TO_NAME
+
 from loaders.base import POSITION, LoadBatch, Mode, Sink, TableBatch
-from loaders.snowflake.types import cast_expression, snowflake_type
+from loaders.snowflake.types import cast_expression, snowflake_type, spelled, widens
 from loaders.sql import (
     HISTORY_COLUMNS,
     Dialect,
+    Scd2Views,
     current_state,
+    evolve,
     history,
     q,
     split_ddl,
@@ -45,6 +49,8 @@ _DIALECT = Dialect(
         f"CONTAINS({items}, CONCAT('{_SEPARATOR}', {literal}, '{_SEPARATOR}'))"
     ),
     temp_table=lambda name, select: [f"CREATE OR REPLACE TEMPORARY TABLE {name} AS {select}"],
+    # (the CASE is for fakesnow, which turns a NULL into the epoch)
+    from_ms=lambda ms: f"CASE WHEN {ms} IS NULL THEN NULL ELSE TO_TIMESTAMP_TZ({ms}, 3) END",
 )
 _HISTORY_TYPES = {
     "text": "VARCHAR", "bigint": "NUMBER(19,0)", "integer": "NUMBER(10,0)", "text[]": "VARCHAR",
@@ -73,10 +79,10 @@ class SnowflakeSink(Sink):
             f"CREATE TABLE IF NOT EXISTS {OFFSETS} (grp VARCHAR, topic VARCHAR, "
             "part NUMBER(10,0), next_offset NUMBER(19,0))"
         )
-        self._known: set[str] = set()
-        self._columns: dict[str, set[str]] = {}
+        self._columns: dict[str, dict[str, str]] = {}
         self._tmp = Path(tempfile.mkdtemp(prefix="sluiceway-snowflake-"))
         self.stager = Stager()
+        self.views = Scd2Views(_DIALECT)
 
     def stored_offsets(self, group: str) -> dict[tuple[str, int], int]:
         cur = self.conn.cursor()
@@ -93,14 +99,17 @@ class SnowflakeSink(Sink):
             definition = [f"{q(c.name)} {snowflake_type(c)}" for c in columns] + extra
             cur.execute(f"CREATE TABLE IF NOT EXISTS {name} ({', '.join(definition)})")
             cur.execute(f"SELECT * FROM {name} LIMIT 0")
-            known = {d[0] for d in cur.description}
+            known = {
+                d.name: spelled(FIELD_ID_TO_NAME[d.type_code], d.precision, d.scale)
+                for d in cur.description
+            }
             self._columns[name] = known
-        for column in columns:
-            if column.name not in known:
-                cur.execute(
-                    f"ALTER TABLE {name} ADD COLUMN {q(column.name)} {snowflake_type(column)}"
-                )
-                known.add(column.name)
+        statements = evolve(
+            name, known, columns, snowflake_type, widening=widens,
+            alter=lambda t, c, wanted: f"ALTER TABLE {t} ALTER COLUMN {c} SET DATA TYPE {wanted}",
+        )  # fmt: skip
+        for statement in statements:
+            cur.execute(statement)
 
     def _stage(
         self, cur: Any, name: str, columns: list[ColumnSchema], table: TableBatch, latest: bool
@@ -151,6 +160,7 @@ class SnowflakeSink(Sink):
             raise
         except Exception as exc:
             cur.execute("ROLLBACK")
+            self.views.forget()
             raise SinkFatal(f"Snowflake refused the batch: {exc}"[:2000]) from exc
 
     def _current(self, cur: Any, table: TableBatch, number: int) -> list[str]:
@@ -178,6 +188,9 @@ class SnowflakeSink(Sink):
         if not self._stage(cur, staged, columns, table, latest=False):
             return []
         topic = table.raw.topic if table.raw is not None else table.changes[0].topic
+        view = self.views.statement(q(table.target_name("__scd2")), target, columns)
+        if view is not None:
+            cur.execute(view)
         return [history(_DIALECT, target, columns, staged, topic)]
 
     def close(self) -> None:
