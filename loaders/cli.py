@@ -25,10 +25,12 @@ console = Console()
 load_app = typer.Typer(help="Load change topics into targets.", no_args_is_help=True)
 
 PipelineName = Annotated[str, typer.Argument(help="pipeline name (pipelines/<name>.yaml) or path")]
-TargetKind = Annotated[str, typer.Option("--target", help="the pipeline's target kind")]
+TargetKind = Annotated[
+    str | None, typer.Option("--target", help="the pipeline's target kind (default: its only one)")
+]
 
 
-def _loader(pipeline: str, target: str) -> Loader:
+def _loader(pipeline: str, target: str | None) -> Loader:
     settings = load_settings()
     spec = load_pipeline(pipeline)
     chosen = spec.target(target)
@@ -43,7 +45,7 @@ def _loader(pipeline: str, target: str) -> Loader:
 
 
 @load_app.command("run")
-def run(pipeline: PipelineName, target: TargetKind = "duckdb") -> None:
+def run(pipeline: PipelineName, target: TargetKind = None) -> None:
     """Load continuously until SIGTERM or Ctrl-C (the current batch is finished first)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
@@ -73,7 +75,7 @@ def run(pipeline: PipelineName, target: TargetKind = "duckdb") -> None:
         while thread.is_alive():
             elapsed = max(1e-3, time.monotonic() - started)
             live.update(
-                f"loading into {target}: {loader.stats.rows:,} changes in "
+                f"loading into {loader.sink.name}: {loader.stats.rows:,} changes in "
                 f"{loader.stats.batches:,} batches ({loader.stats.rows / elapsed:,.0f}/s)"
             )
             thread.join(0.5)
@@ -95,15 +97,15 @@ def window(
     pipeline: PipelineName,
     start: Annotated[str, typer.Option("--from", help="ISO time, inclusive (with zone)")],
     end: Annotated[str, typer.Option("--to", help="ISO time, exclusive (with zone)")],
-    target: TargetKind = "duckdb",
+    target: TargetKind = None,
 ) -> None:
     """Load the events of one time window (a backfill); loading it twice changes nothing."""
     try:
         loader = _loader(pipeline, target)
-        with console.status(f"loading {start} .. {end} into {target}"):
+        with console.status(f"loading {start} .. {end} into {loader.sink.name}"):
             rows = loader.load_window(_millis(start), _millis(end))
     except SluicewayError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
     loader.sink.close()
-    console.print(f"loaded {rows:,} changes from {start} to {end} into {target}")
+    console.print(f"loaded {rows:,} changes from {start} to {end} into {loader.sink.name}")

@@ -208,8 +208,13 @@ class Pipeline(_Spec):
     def topic_prefix(self) -> str:
         return self.topics.prefix or self.name
 
-    def target(self, kind: str) -> AnyTarget:
-        """The pipeline's target of that kind."""
+    def target(self, kind: str | None = None) -> AnyTarget:
+        """The pipeline's target of that kind (None: its only target)."""
+        if kind is None and len(self.targets) == 1:
+            return self.targets[0]
+        if kind is None:
+            kinds = ", ".join(t.kind for t in self.targets) or "none"
+            raise ConfigError(f"pipeline {self.name} has targets {kinds}: name one (--target)")
         for target in self.targets:
             if target.kind == kind:
                 return target

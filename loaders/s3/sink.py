@@ -45,7 +45,8 @@ def current_state_sql(files: str, key: list[str], columns: list[str]) -> str:
     """DuckDB SQL for the current state of a table from its history files (a glob).
 
     The newest change per key wins; a column its change left TOAST-unchanged takes the last
-    value an earlier change of that key carried.
+    value an earlier change of that key carried. Files of different shapes (a column added,
+    widened, dropped) are read together by column name.
     """
     keys = ", ".join(q(k) for k in key)
     order = f"ORDER BY {POSITION[0]}, {POSITION[1]}"
@@ -59,7 +60,8 @@ def current_state_sql(files: str, key: list[str], columns: list[str]) -> str:
     return (
         f"SELECT * EXCLUDE (rank) FROM (SELECT {values}, _sluiceway_op, row_number() OVER "
         f"(PARTITION BY {keys} ORDER BY {POSITION[0]} DESC, {POSITION[1]} DESC) AS rank "
-        f"FROM read_parquet('{files}')) WHERE rank = 1 AND _sluiceway_op <> 'd'"
+        f"FROM read_parquet('{files}', union_by_name = true)) "
+        "WHERE rank = 1 AND _sluiceway_op <> 'd'"
     )
 
 

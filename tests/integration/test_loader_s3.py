@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -99,3 +100,43 @@ def test_archive_holds_every_change_once_and_replays_are_idempotent(
         assert total == (len(events),)
         assert _current(again) == _pg_rows(conn)
         sink.close()
+
+
+def test_archive_follows_schema_changes(
+    settings: Settings, stack: Stack, unique: str, tmp_path: Path
+) -> None:
+    require(stack, "postgres")
+    require(stack, "seaweedfs")
+    with temporary_database(settings, unique) as conn, conn.cursor() as cur:
+        cur.execute(
+            "CREATE TABLE items (id int PRIMARY KEY, qty int, price numeric(6, 2), note text)"
+        )
+        cur.execute("INSERT INTO items VALUES (1, 1, 1.50, 'a'), (2, 2, 2.50, 'b')")
+        # Three partitions: the shapes land in different objects, read together by name.
+        pipeline = make_pipeline(unique, topics={"partitions": 3})
+        with capture_running(settings, pipeline) as capture:
+            wait_caught_up(capture, conn)
+            cur.execute("ALTER TABLE items ADD COLUMN color text")
+            cur.execute("INSERT INTO items VALUES (3, 3, 3.50, 'c', 'red')")
+            cur.execute("ALTER TABLE items ALTER COLUMN qty TYPE bigint")
+            cur.execute("ALTER TABLE items ALTER COLUMN price TYPE numeric(12, 4)")
+            cur.execute("INSERT INTO items VALUES (4, 1099511627776, 12345678.1234, 'd', 'blue')")
+            cur.execute("ALTER TABLE items DROP COLUMN note")
+            cur.execute("UPDATE items SET color = 'green' WHERE id = 1")
+            wait_caught_up(capture, conn)
+        sink = S3Sink(settings.s3, unique)
+        # One change per batch: every shape lands in its own write to the same block object.
+        Loader(settings, pipeline, sink, mode="history", batch_rows=1).load_window(
+            0, int(time.time() * 1000) + 3_600_000
+        )
+        sink.close()
+        files = _download(settings, list(_objects(settings, unique)), tmp_path)
+        columns = ["id", "qty", "price", "note", "color"]
+        query = f"SELECT * FROM ({current_state_sql(files, ['id'], columns)}) ORDER BY id"
+        rows = [r[:5] for r in duckdb.connect().execute(query).fetchall()]
+        assert rows == [
+            (1, 1, Decimal("1.5000"), None, "green"),  # after the drop: note is NULL
+            (2, 2, Decimal("2.5000"), "b", None),
+            (3, 3, Decimal("3.5000"), "c", "red"),
+            (4, 1099511627776, Decimal("12345678.1234"), "d", "blue"),
+        ]
