@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from loaders.changes import Change, TableRef
-from sluiceway.errors import SinkFatal
+from sluiceway.errors import BadRecords, IncompatibleChange, SinkFatal
 from streaming.events import ColumnSchema, TableSchema
 
 __all__ = ["LoadBatch", "Mode", "RawRecords", "Sink", "TableBatch", "latest_per_key"]
@@ -64,21 +64,53 @@ class TableBatch:
     changes: list[Change] = field(default_factory=list)
 
     def parsed(self) -> list[Change]:
-        """The changes as objects, parsed from the raw records on first use."""
+        """The changes as objects, parsed from the raw records on first use.
+
+        Raises:
+            BadRecords: naming every record that is not a change event.
+        """
         if not self.changes and self.raw is not None:
             raw = self.raw
             keys = [c.name for c in self.schema.columns if c.key]
+            bad: list[tuple[str, int, int, str]] = []
             for partition, offset, key, value in zip(
                 raw.partitions, raw.offsets, raw.keys, raw.values, strict=True
             ):
-                change = Change.parse(raw.topic, partition, offset, key, value)
+                try:
+                    change = Change.parse(raw.topic, partition, offset, key, value)
+                except SinkFatal as exc:
+                    bad.append((raw.topic, partition, offset, str(exc.__cause__ or exc)))
+                    continue
                 if change is None:
                     continue
                 if change.key is None and change.row is not None and keys:
                     # A record without a Kafka key (another producer): the row names its key.
                     change.key = {name: change.row.get(name) for name in keys}
                 self.changes.append(change)
+            if bad:
+                self.changes.clear()
+                raise BadRecords(bad)
         return self.changes
+
+    def records(self) -> list[tuple[str, int, int, bytes | None, bytes | None]]:
+        """(topic, partition, offset, key, value) of each raw record."""
+        raw = self.raw
+        if raw is None:
+            return []
+        return [
+            (raw.topic, p, o, k, v)
+            for p, o, k, v in zip(raw.partitions, raw.offsets, raw.keys, raw.values, strict=True)
+        ]
+
+    def subset(self, keep: list[int]) -> TableBatch:
+        """A batch of the raw records at the indexes ``keep`` (in order)."""
+        raw = self.raw
+        if raw is None:
+            raise ValueError("only raw batches can be split")
+        part = RawRecords(raw.topic, parse_in_python=raw.parse_in_python)
+        for i in keep:
+            part.append(raw.partitions[i], raw.offsets[i], raw.keys[i], raw.values[i])
+        return TableBatch(self.table, self.schema, part)
 
     def rows(self) -> int:
         return len(self.raw.values) if self.raw is not None else len(self.changes)
@@ -97,7 +129,7 @@ class TableBatch:
         keys = [c for c in self.schema.columns if c.key]
         if not keys:
             schema, name = self.table
-            raise SinkFatal(f"{schema}.{name} has no primary key: load it in history mode")
+            raise IncompatibleChange(f"{schema}.{name} has no primary key: load it in history mode")
         return keys
 
 
@@ -109,6 +141,10 @@ class LoadBatch:
     # per (topic, schema id), in arrival order: an older shape's rows come first
     tables: dict[tuple[str, str], TableBatch] = field(default_factory=dict)
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # next offset to read
+    # records read that are not change events: (topic, partition, offset, key, value, reason)
+    rejected: list[tuple[str, int, int, bytes | None, bytes | None, str]] = field(
+        default_factory=list
+    )
 
     def rows(self) -> int:
         return sum(t.rows() for t in self.tables.values())

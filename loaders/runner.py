@@ -26,9 +26,12 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from loaders.base import LoadBatch, Mode, RawRecords, Sink, TableBatch
 from loaders.changes import Change
 from loaders.schemas import SchemaCatalog
-from sluiceway.errors import SinkFatal
-from sluiceway.pipeline import Pipeline
+from sluiceway.connect import kafka_admin
+from sluiceway.errors import BadRecords, IncompatibleChange, SinkFatal
+from sluiceway.pipeline import Pipeline, TopicSettings
 from sluiceway.settings import Settings
+from streaming.kafka.deadletter import DeadLetters
+from streaming.kafka.topics import ensure_topics
 
 __all__ = ["LoadStats", "Loader"]
 
@@ -43,6 +46,7 @@ class LoadStats:
     batches: int = 0
     last_batch_rows: int = 0
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # next offset, stored
+    dead_letters: int = 0  # records sent to the dead-letter topic
 
 
 _SCHEMA_ID = b'"schema_id":"'
@@ -119,6 +123,8 @@ class Loader:
         self.stats = LoadStats()
         self.schemas = SchemaCatalog(settings.kafka, f"{pipeline.topic_prefix}.schemas")
         self.pattern = rf"^{re.escape(pipeline.topic_prefix)}\.[^.]+\.[^.]+$"
+        self.tolerant = pipeline.errors.tolerance == "all"
+        self._dead_letters: DeadLetters | None = None
 
     def _consumer(self, group: str, instance: str | None = None) -> Any:
         config: dict[str, Any] = {}
@@ -165,7 +171,12 @@ class Loader:
                 continue
             schema_id = _schema_id(value)
             if schema_id is None:
-                change = Change.parse(topic, partition, offset, msg.key(), value)
+                try:
+                    change = Change.parse(topic, partition, offset, msg.key(), value)
+                except SinkFatal as exc:
+                    reason = str(exc.__cause__ or exc)
+                    batch.rejected.append((topic, partition, offset, msg.key(), value, reason))
+                    continue
                 if change is None or change.schema_id is None:
                     continue
                 schema_id = change.schema_id
@@ -186,12 +197,75 @@ class Loader:
     def _write(self, batch: LoadBatch) -> None:
         if not batch.offsets:
             return
-        self.sink.write(batch, self.mode)
+        self._apply(batch)
         self.stats.offsets.update(batch.offsets)
         rows = batch.rows()
         self.stats.rows += rows
         self.stats.batches += 1
         self.stats.last_batch_rows = rows
+
+    # --- errors ------------------------------------------------------------------------------
+    def dead_letters(self) -> DeadLetters:
+        """The dead-letter producer (its topic created on first use)."""
+        if self._dead_letters is None:
+            topic = self.pipeline.dead_letter_topic
+            ensure_topics(kafka_admin(self.settings.kafka), [topic], TopicSettings(), partitions=1)
+            self._dead_letters = DeadLetters(self.settings.kafka, topic, self.pipeline.name, "load")
+        return self._dead_letters
+
+    def _apply(self, batch: LoadBatch) -> None:
+        """Write a batch. With ``errors.tolerance: all``, what the target refuses is isolated
+        and dead-lettered and the rest is written: records that are not change events, all
+        records of a table whose shape changed incompatibly, and — found by halving the
+        table's records — any single record the target refuses (a value it cannot hold).
+        Dead letters are flushed before the offsets move past them."""
+        if batch.rejected and not self.tolerant:
+            topic, partition, offset, _, _, reason = batch.rejected[0]
+            raise BadRecords([(topic, partition, offset, reason)])
+        try:
+            if not batch.rejected:
+                self.sink.write(batch, self.mode)
+                return
+        except SinkFatal:
+            if not self.tolerant:
+                raise
+        letters = self.dead_letters()
+        for topic, partition, offset, key, value, reason in batch.rejected:
+            error = BadRecords([(topic, partition, offset, reason)])
+            letters.send(key, value, error, topic=topic, partition=partition, offset=offset)
+        for ref, table in batch.tables.items():
+            self._isolate(batch.group, ref, table)
+        letters.flush()
+        self.sink.write(LoadBatch(batch.group, offsets=batch.offsets), self.mode)
+        self.stats.dead_letters = letters.count
+
+    def _isolate(self, group: str, ref: tuple[str, str], table: TableBatch) -> None:
+        bad: dict[tuple[int, int], SinkFatal]
+        try:
+            self.sink.write(LoadBatch(group, {ref: table}), self.mode)
+            return
+        except BadRecords as exc:
+            bad = {(p, o): BadRecords([(t, p, o, why)]) for t, p, o, why in exc.records}
+        except IncompatibleChange as exc:
+            bad = {(p, o): exc for _, p, o, _, _ in table.records()}
+        except SinkFatal as exc:
+            records = table.records()
+            if len(records) > 1:
+                half = len(records) // 2
+                self._isolate(group, ref, table.subset(list(range(half))))
+                self._isolate(group, ref, table.subset(list(range(half, len(records)))))
+                return
+            bad = {(p, o): exc for _, p, o, _, _ in records}
+        letters = self.dead_letters()
+        keep = []
+        for index, (topic, partition, offset, key, value) in enumerate(table.records()):
+            error = bad.get((partition, offset))
+            if error is None:
+                keep.append(index)
+            else:
+                letters.send(key, value, error, topic=topic, partition=partition, offset=offset)
+        if keep:
+            self._isolate(group, ref, table.subset(keep))
 
     # --- continuous ------------------------------------------------------------------------
     def run(self) -> None:
@@ -256,7 +330,7 @@ class Loader:
                 return 0
             consumer.assign([TopicPartition(t, p, b) for (t, p), b in begins.items()])
             remaining = set(ends)
-            writer = _Writer(lambda batch: self.sink.write(batch, self.mode))
+            writer = _Writer(self._apply)
             loaded = 0
             deadline = time.monotonic() + 600
             while remaining:

@@ -26,7 +26,7 @@ import orjson
 
 from loaders.base import POSITION
 from loaders.changes import Change
-from sluiceway.errors import SinkFatal
+from sluiceway.errors import IncompatibleChange
 from streaming.events import ColumnSchema
 
 __all__ = [
@@ -249,7 +249,7 @@ def evolve(
         elif widening(have, wanted):
             statements.append(alter(table, quote(column.name), wanted))
         else:
-            raise SinkFatal(
+            raise IncompatibleChange(
                 f"{table}.{column.name}: the source changed its type from {have} to {wanted}, "
                 "which would lose or alter values here; migrate the column by hand, then resume"
             )

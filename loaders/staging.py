@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from loaders.base import TableBatch, latest_per_key
 from loaders.sql import staged_values
-from sluiceway.errors import SinkFatal
+from sluiceway.errors import BadRecords
 from streaming.events import TableSchema
 
 __all__ = ["Stager", "raw_select"]
@@ -39,8 +39,11 @@ _STAGE_TYPES = {
     "__ts_ms": pa.int64(),
 }  # fmt: skip
 
-# The first staged record the engine could not take, if any.
-_CHECK = "SELECT __partition, __offset, __python FROM staged WHERE __op IS NULL OR __python LIMIT 1"
+# The staged records the engine could not take: not change events first.
+_CHECK = (
+    "SELECT __partition, __offset, __python FROM staged WHERE __op IS NULL OR __python "
+    "ORDER BY __python, __partition, __offset"
+)
 
 
 def _quote(name: str) -> str:
@@ -97,7 +100,7 @@ class Stager:
         """Stage ``table``'s changes (only the newest per key if ``latest``); the row count.
 
         Raises:
-            SinkFatal: a record is not a change event, or its bytes do not parse.
+            BadRecords: naming the records that are not change events.
         """
         raw = table.raw
         if raw is not None and not raw.parse_in_python:
@@ -116,18 +119,22 @@ class Stager:
                     "CREATE OR REPLACE TEMP TABLE staged AS "
                     + raw_select(table.schema, "raw", latest)
                 )
-            except duckdb.Error as exc:
-                with contextlib.suppress(duckdb.Error):  # in an aborted transaction
-                    self.conn.unregister("raw")
-                raise SinkFatal(f"{raw.topic}: the batch does not parse: {exc}") from exc
-            self.conn.unregister("raw")
-            found = self.conn.execute(_CHECK).fetchall()
-            if not found:
-                self.conn.execute("ALTER TABLE staged DROP COLUMN __python")
-                return int(self.conn.execute("SELECT count(*) FROM staged").fetchall()[0][0])
-            partition, offset, python = found[0]
-            if not python:
-                raise SinkFatal(f"{raw.topic}[{partition}]@{offset} is not a change event")
+                parsed = True
+            except duckdb.Error:
+                # Bytes that are not JSON: Python names the records (`TableBatch.parsed`).
+                parsed = False
+            with contextlib.suppress(duckdb.Error):  # in an aborted transaction
+                self.conn.unregister("raw")
+            if parsed:
+                found = self.conn.execute(_CHECK).fetchall()
+                if not found:
+                    self.conn.execute("ALTER TABLE staged DROP COLUMN __python")
+                    return int(self.conn.execute("SELECT count(*) FROM staged").fetchall()[0][0])
+                bad = [
+                    (raw.topic, p, o, "not a change event") for p, o, python in found if not python
+                ]
+                if bad:
+                    raise BadRecords(bad)
         changes = [c for c in table.parsed() if c.op != "t"]
         if latest:
             changes = latest_per_key(changes)

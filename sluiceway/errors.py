@@ -18,6 +18,8 @@ Retry code branches on the two marker mixins, never on message text::
      └── SinkError                         writing to a target
           ├── SinkUnavailable (Transient)
           └── SinkFatal (Terminal)
+               ├── BadRecords              named records are not change events
+               └── IncompatibleChange      a table the target cannot take as it is
 
 `Transient` errors are retried with backoff; `Terminal` errors stop the work, alert and keep
 the data where it is. Library errors are translated at the boundary with ``raise ... from exc``
@@ -27,7 +29,9 @@ so the cause is kept.
 from __future__ import annotations
 
 __all__ = [
+    "BadRecords",
     "ConfigError",
+    "IncompatibleChange",
     "KafkaError",
     "KafkaFatal",
     "KafkaUnavailable",
@@ -118,3 +122,21 @@ class SinkUnavailable(SinkError, Transient):
 
 class SinkFatal(SinkError, Terminal):
     """The target refused the write for good: schema conflict, permission denied."""
+
+
+class BadRecords(SinkFatal):
+    """Records of a batch are not change events (the rest of the batch is sound).
+
+    ``records`` are (topic, partition, offset, reason).
+    """
+
+    def __init__(self, records: list[tuple[str, int, int, str]]) -> None:
+        self.records = records
+        topic, partition, offset, reason = records[0]
+        more = f" (and {len(records) - 1} more)" if len(records) > 1 else ""
+        super().__init__(f"{topic}[{partition}]@{offset} is not a change event: {reason}{more}")
+
+
+class IncompatibleChange(SinkFatal):
+    """A table the target cannot take as it is: a source type change that would alter stored
+    values, a table without primary key for current state."""

@@ -37,6 +37,7 @@ __all__ = [
     "AnyTarget",
     "BigQueryTarget",
     "DuckDBTarget",
+    "ErrorPolicy",
     "Pipeline",
     "PostgresSource",
     "PostgresTarget",
@@ -129,6 +130,17 @@ class TopicSettings(_Spec):
         return "compact" in self.cleanup_policy
 
 
+class ErrorPolicy(_Spec):
+    """What a stage does with a record it cannot process (Kafka Connect's names)."""
+
+    tolerance: Literal["none", "all"] = Field(
+        "none",
+        description="none: stop with the record named; all: send it to the dead-letter topic "
+        "with its error in the headers, and go on",
+    )
+    dead_letter_topic: str | None = Field(None, description="default: <topic prefix>.dlq")
+
+
 class _Target(_Spec):
     mode: Literal["current", "history", "both"] = Field(
         "both", description="current state per key, every change, or both"
@@ -187,6 +199,7 @@ class Pipeline(_Spec):
     source: PostgresSource
     topics: TopicSettings = TopicSettings()
     targets: list[Target] = Field([], description="where the change topics are loaded")
+    errors: ErrorPolicy = ErrorPolicy()
 
     @model_validator(mode="after")
     def _name(self) -> Pipeline:
@@ -207,6 +220,10 @@ class Pipeline(_Spec):
     @property
     def topic_prefix(self) -> str:
         return self.topics.prefix or self.name
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return self.errors.dead_letter_topic or f"{self.topic_prefix}.dlq"
 
     def target(self, kind: str | None = None) -> AnyTarget:
         """The pipeline's target of that kind (None: its only target)."""

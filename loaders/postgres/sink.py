@@ -30,7 +30,7 @@ from loaders.sql import (
 )
 from loaders.staging import Stager
 from sluiceway.connect import postgres_connection
-from sluiceway.errors import SinkFatal, SinkUnavailable
+from sluiceway.errors import IncompatibleChange, SinkFatal, SinkUnavailable
 from sluiceway.settings import PostgresSettings
 from streaming.events import ColumnSchema
 
@@ -221,7 +221,7 @@ class PostgresSink(Sink):
     def _current(self, cur: Any, table: TableBatch) -> None:
         columns = list(table.schema.columns)
         if not table.schema.key:
-            raise SinkFatal(
+            raise IncompatibleChange(
                 f"{table.table[0]}.{table.table[1]} has no primary key: load it in history mode"
             )
         target, guard = self.table_name(table), self.table_name(table, "__deletes")
