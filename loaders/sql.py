@@ -38,6 +38,7 @@ __all__ = [
     "fits",
     "history",
     "q",
+    "scd2_select",
     "scd2_view",
     "split_ddl",
     "staged_values",
@@ -281,12 +282,17 @@ def history(
 
 
 def scd2_view(dialect: Dialect, view: str, history_table: str, columns: list[ColumnSchema]) -> str:
-    """The statement (re)creating the slowly-changing-dimension (type 2) view of a history
-    table: one row per version of a key, ``valid_from`` its commit time, ``valid_to`` the
-    commit time of the next change of the key (NULL while current; a delete ends a version
-    and is not one), ``is_current``. A TOAST-unchanged column takes the value the previous
-    version carried. A view, not stored columns: changes arriving out of order (partitions,
-    replays) can never leave a stale ``valid_to`` behind."""
+    """The statement (re)creating the SCD2 view of a history table (`scd2_select`)."""
+    return f"CREATE OR REPLACE VIEW {view} AS {scd2_select(dialect, history_table, columns)}"
+
+
+def scd2_select(dialect: Dialect, history_table: str, columns: list[ColumnSchema]) -> str:
+    """The slowly-changing-dimension (type 2) form of a history table: one row per version
+    of a key, ``valid_from`` its commit time, ``valid_to`` the commit time of the key's next
+    change (NULL while current; a delete ends a version and is not one), ``is_current``. A
+    TOAST-unchanged column takes the value the previous version carried. A view, not stored
+    columns: changes arriving out of order (partitions, replays) never leave a stale
+    ``valid_to`` behind."""
     qt = dialect.quote
     keys = ", ".join(qt(c.name) for c in columns if c.key)
     order = f"{POSITION[0]}, {POSITION[1]}, _sluiceway_offset"
@@ -317,7 +323,7 @@ def scd2_view(dialect: Dialect, view: str, history_table: str, columns: list[Col
     values = ", ".join(carried(c) for c in columns)
     names = ", ".join(qt(c.name) for c in columns)
     return (
-        f"CREATE OR REPLACE VIEW {view} AS SELECT {names}, "
+        f"SELECT {names}, "
         f"{dialect.from_ms('_sluiceway_ts_ms')} AS valid_from, "
         f"{dialect.from_ms('next_ms')} AS valid_to, next_ms IS NULL AS is_current, "
         f"{POSITION[0]}, {POSITION[1]} FROM (SELECT {values}, h._sluiceway_op, "

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -148,6 +149,12 @@ class _Target(_Spec):
     schema_name: str | None = Field(None, description="target schema; default: the pipeline name")
     batch_rows: int = Field(20_000, ge=1, description="most changes per micro-batch")
     batch_seconds: float = Field(0.5, gt=0, description="longest wait to fill a micro-batch")
+    partitions: Literal["hourly", "daily"] = Field(
+        "daily", description="time partitions of the batch load (what backfills replay)"
+    )
+    partitions_start: datetime = Field(
+        datetime(2026, 1, 1, tzinfo=UTC), description="first partition (UTC)"
+    )
 
 
 class DuckDBTarget(_Target):
@@ -239,17 +246,26 @@ class Pipeline(_Spec):
         raise ConfigError(f"pipeline {self.name} has no {kind} target (it has: {kinds})")
 
 
-def load_pipeline(name_or_path: str | Path, directory: Path = PIPELINES_DIR) -> Pipeline:
-    """Load and validate a pipeline by name (``pipelines/<name>.yaml``) or by path.
+def _directory(directory: Path | None) -> Path:
+    if directory is not None:
+        return directory
+    from sluiceway.settings import load_settings
+
+    return load_settings().pipelines_dir
+
+
+def load_pipeline(name_or_path: str | Path, directory: Path | None = None) -> Pipeline:
+    """Load and validate a pipeline by name (``<pipelines_dir>/<name>.yaml``, the settings'
+    directory by default) or by path.
 
     Raises:
         ConfigError: naming the file, and each invalid field with its value and fix.
     """
     path = Path(name_or_path)
     if not path.suffix:
-        path = directory / f"{name_or_path}.yaml"
+        path = _directory(directory) / f"{name_or_path}.yaml"
     if not path.is_file():
-        known = ", ".join(p.stem for p in sorted(directory.glob("*.yaml"))) or "none"
+        known = ", ".join(p.stem for p in sorted(path.parent.glob("*.yaml"))) or "none"
         raise ConfigError(f"no pipeline {str(name_or_path)!r} ({path} is missing); known: {known}")
     try:
         data = yaml.safe_load(path.read_text())
@@ -265,6 +281,6 @@ def load_pipeline(name_or_path: str | Path, directory: Path = PIPELINES_DIR) -> 
         ) from None
 
 
-def list_pipelines(directory: Path = PIPELINES_DIR) -> list[Pipeline]:
-    """Every pipeline specification in ``directory``."""
-    return [load_pipeline(path) for path in sorted(directory.glob("*.yaml"))]
+def list_pipelines(directory: Path | None = None) -> list[Pipeline]:
+    """Every pipeline specification in ``directory`` (the settings' by default)."""
+    return [load_pipeline(path) for path in sorted(_directory(directory).glob("*.yaml"))]

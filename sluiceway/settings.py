@@ -256,6 +256,9 @@ class Settings(BaseSettings):
         REPO_ROOT / ".sluiceway" / "cache",
         description="downloads (jars, virtualenvs) shared by every state directory",
     )
+    pipelines_dir: Path = Field(
+        REPO_ROOT / "pipelines", description="directory of the pipeline specifications"
+    )
     postgres: PostgresSettings = PostgresSettings()
     mariadb: MariaDBSettings = MariaDBSettings()
     kafka: KafkaSettings = KafkaSettings()

@@ -27,16 +27,17 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from loaders.base import POSITION, LoadBatch, Mode, Sink, TableBatch
 from loaders.duckdb.types import cast_expression
-from loaders.sql import q
+from loaders.sql import Dialect, q, scd2_select
 from loaders.staging import Stager
 from sluiceway.connect import s3_client
 from sluiceway.errors import SinkFatal, SinkUnavailable
 from sluiceway.settings import S3Settings
+from streaming.events import ColumnSchema
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-__all__ = ["BLOCK", "S3Sink", "current_state_sql"]
+__all__ = ["BLOCK", "S3Sink", "current_state_sql", "scd2_sql"]
 
 BLOCK = 100_000  # offsets per object
 
@@ -63,6 +64,17 @@ def current_state_sql(files: str, key: list[str], columns: list[str]) -> str:
         f"FROM read_parquet('{files}', union_by_name = true)) "
         "WHERE rank = 1 AND _sluiceway_op <> 'd'"
     )
+
+
+def scd2_sql(files: str, columns: list[ColumnSchema]) -> str:
+    """DuckDB SQL for the SCD2 form of a table's history files (`loaders.sql.scd2_select`)."""
+    dialect = Dialect(
+        cast=cast_expression,
+        contains=lambda items, literal: f"list_contains({items}, {literal})",
+        temp_table=lambda name, select: [],
+        from_ms=lambda ms: f"to_timestamp({ms} / 1000.0)",
+    )
+    return scd2_select(dialect, f"read_parquet('{files}', union_by_name = true)", columns)
 
 
 def _literal(text: str) -> str:

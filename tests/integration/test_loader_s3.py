@@ -15,10 +15,11 @@ import pytest
 
 from loaders.runner import Loader
 from loaders.s3 import S3Sink
-from loaders.s3.sink import current_state_sql
+from loaders.s3.sink import current_state_sql, scd2_sql
 from sluiceway.connect import s3_client
 from sluiceway.settings import Settings
 from stack.manager import Stack
+from streaming.events import ColumnSchema
 from tests.integration.capture_support import (
     capture_running,
     make_pipeline,
@@ -88,6 +89,18 @@ def test_archive_holds_every_change_once_and_replays_are_idempotent(
         )  # type: ignore[misc]
         assert count == distinct == len(events)  # every change, once
         assert _current(files) == _pg_rows(conn)
+        # The SCD2 form: its current versions are the current state.
+        shape = [ColumnSchema(c.strip(), "string", "text", key=c.strip() == "id")
+                 for c in COLUMNS.split(",")]  # fmt: skip
+        versions = (
+            duckdb.connect()
+            .execute(
+                "SELECT count(*) FILTER (WHERE is_current), count(*) "
+                f"FROM ({scd2_sql(files, shape)})"
+            )
+            .fetchone()
+        )
+        assert versions is not None and versions[0] == len(_pg_rows(conn)) < versions[1]
 
         # A backfill of everything again: the same objects, the same rows.
         Loader(settings, pipeline, sink, mode="history", batch_rows=250).load_window(
