@@ -40,9 +40,8 @@ def postgres_connection(
     """A psycopg2 connection (pass connection_factory for a replication connection)."""
     import psycopg2
 
-    conn: psycopg2.extensions.connection = psycopg2.connect(
-        pg.dsn(database), connect_timeout=5, **kwargs
-    )
+    kwargs.setdefault("connect_timeout", 5)
+    conn: psycopg2.extensions.connection = psycopg2.connect(pg.dsn(database), **kwargs)
     return conn
 
 

@@ -12,6 +12,7 @@ statements every SQL target shares, in one transaction with the offsets.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import duckdb
@@ -44,26 +45,59 @@ _DIALECT = Dialect(
 )
 
 
+def open_duckdb(path: Path, wait: float = 120.0) -> duckdb.DuckDBPyConnection:
+    """Open a DuckDB file, waiting while another process holds its lock.
+
+    Raises:
+        SinkUnavailable: it stayed locked for ``wait`` seconds, or cannot be opened.
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return duckdb.connect(str(path))
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                raise SinkUnavailable(f"cannot open {path}: {exc}") from exc
+            time.sleep(0.05)
+
+
 class DuckDBSink(Sink):
     """Loads change events into a DuckDB database file."""
 
     name = "duckdb"
 
-    def __init__(self, path: Path, schema: str) -> None:
+    def __init__(self, path: Path, schema: str, *, shared: bool = True) -> None:
+        """``shared``: hold the file only while writing, so that other processes (a batch
+        load, a parity check, a notebook) can open it between batches — DuckDB lets one
+        process at a time open a file for writing."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self.conn = duckdb.connect(str(path))
-        except duckdb.IOException as exc:
-            raise SinkUnavailable(f"cannot open {path}: {exc}") from exc
+        self.path = path
         self.schema = schema
+        self.shared = shared
+        self._conn: duckdb.DuckDBPyConnection | None = None
+        self._columns: dict[str, dict[str, str]] = {}
+        self.views = Scd2Views(_DIALECT)
         self.conn.execute(f"CREATE SCHEMA IF NOT EXISTS {q(schema)}")
         self.conn.execute(
             f"CREATE TABLE IF NOT EXISTS {q(schema)}.{OFFSETS} (grp VARCHAR, topic VARCHAR, "
             "part INTEGER, next_offset BIGINT, PRIMARY KEY (grp, topic, part))"
         )
-        self._columns: dict[str, dict[str, str]] = {}
-        self.stager = Stager(self.conn)
-        self.views = Scd2Views(_DIALECT)
+        self.release()
+
+    @property
+    def conn(self) -> duckdb.DuckDBPyConnection:
+        """The open connection (opened on use; waits while another process holds the file)."""
+        if self._conn is None:
+            self._conn = open_duckdb(self.path)
+            self.stager = Stager(self._conn)
+            self._columns.clear()  # another process may have evolved the tables since
+        return self._conn
+
+    def release(self) -> None:
+        """Let other processes open the file (a shared sink reopens it on next use)."""
+        if self.shared and self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     def table_name(self, batch: TableBatch, suffix: str = "") -> str:
         """``<target schema>.<table><suffix>``, quoted."""
@@ -75,6 +109,7 @@ class DuckDBSink(Sink):
             f"SELECT topic, part, next_offset FROM {q(self.schema)}.{OFFSETS} WHERE grp = ?",
             [group],
         ).fetchall()
+        self.release()
         return {(topic, part): offset for topic, part, offset in rows}
 
     def _store_offsets(self, batch: LoadBatch) -> None:
@@ -115,15 +150,18 @@ class DuckDBSink(Sink):
             self._store_offsets(batch)
             self.conn.execute("COMMIT")
         except duckdb.Error as exc:
-            self.conn.execute("ROLLBACK")
-            self._columns.clear()  # the rolled-back DDL is gone too
-            self.views.forget()
+            self._rollback()
             raise SinkFatal(f"DuckDB refused the batch: {exc}") from exc
         except Exception:
-            self.conn.execute("ROLLBACK")
-            self._columns.clear()
-            self.views.forget()
+            self._rollback()
             raise
+        finally:
+            self.release()
+
+    def _rollback(self) -> None:
+        self.conn.execute("ROLLBACK")
+        self._columns.clear()  # the rolled-back DDL is gone too
+        self.views.forget()
 
     def _current(self, table: TableBatch) -> None:
         keys = table.key_columns()
@@ -150,4 +188,6 @@ class DuckDBSink(Sink):
             self.conn.execute(view)
 
     def close(self) -> None:
-        self.conn.close()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
