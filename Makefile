@@ -32,8 +32,8 @@ down: ## stop the local stack
 status: venv ## health of each service of the local stack
 	$(BIN)/sluiceway stack status
 
-demo: up ## the main job: set up everything, start the stack, serve the Dagster UI on :3000
-	$(BIN)/sluiceway ui
+demo: up ## the main job: the demo shop, live capture and loads as streams, the UI on :3000
+	$(BIN)/sluiceway demo
 
 test: up ## set up what tests need, start the stack, run unit and integration tests
 	$(BIN)/pytest tests/unit tests/integration

@@ -40,13 +40,20 @@ TOPIC = f"{PREFIX}.public.items"
 
 def _rows(settings: Settings) -> Iterator[list[dict[str, Any]]]:
     consumer = Consumer(
-        {**settings.kafka.client_config(), "group.id": uuid.uuid4().hex,
-         "enable.auto.commit": False, "fetch.max.bytes": 64 * 1024 * 1024,
-         "max.partition.fetch.bytes": 8 * 1024 * 1024, "queued.min.messages": 200_000}
-    )  # fmt: skip
+        {
+            **settings.kafka.client_config(),
+            "group.id": uuid.uuid4().hex,
+            "enable.auto.commit": False,
+            "fetch.max.bytes": 64 * 1024 * 1024,
+            "max.partition.fetch.bytes": 8 * 1024 * 1024,
+            "queued.min.messages": 200_000,
+        }
+    )
     partitions = consumer.list_topics(TOPIC, timeout=10).topics[TOPIC].partitions
-    ends = {p: consumer.get_watermark_offsets(TopicPartition(TOPIC, p), timeout=10)[1]
-            for p in partitions}  # fmt: skip
+    ends = {
+        p: consumer.get_watermark_offsets(TopicPartition(TOPIC, p), timeout=10)[1]
+        for p in partitions
+    }
     consumer.assign([TopicPartition(TOPIC, p, 0) for p in partitions])
     remaining = {p for p, end in ends.items() if end > 0}
     try:
@@ -108,8 +115,9 @@ def run(settings: Settings, rows: int, runs: int) -> Figure:
         "dlt merge into DuckDB (primary key, hard deletes)",
         theirs,
     )
-    console.print(f"{figure.name}: {figure.value:,.0f} vs {figure.baseline_value:,.0f} "
-                  f"({figure.ratio:.2f}x)")  # fmt: skip
+    console.print(
+        f"{figure.name}: {figure.value:,.0f} vs {figure.baseline_value:,.0f} ({figure.ratio:.2f}x)"
+    )
     return figure
 
 

@@ -283,6 +283,8 @@ class Loader:
             stored = self.sink.stored_offsets(self.group)
             for tp in partitions:
                 tp.offset = stored.get((tp.topic, tp.partition), OFFSET_BEGINNING)
+                if tp.offset >= 0:  # what the target holds: lag is measured from here
+                    self.stats.offsets[(tp.topic, tp.partition)] = tp.offset
             c.assign(partitions)
 
         def on_revoke(c: Any, partitions: list[TopicPartition]) -> None:
@@ -302,8 +304,14 @@ class Loader:
             consumer.close()
 
     # --- bounded ---------------------------------------------------------------------------
-    def load_window(self, start_ms: int, end_ms: int) -> int:
-        """Load the events with timestamps in [start_ms, end_ms); returns the rows loaded."""
+    def load_window(
+        self,
+        start_ms: int,
+        end_ms: int,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> int:
+        """Load the events with timestamps in [start_ms, end_ms); returns the rows loaded.
+        ``progress(records read, records in the window)`` is called after each batch."""
         consumer = self._consumer(f"{self.group}.window.{uuid.uuid4().hex[:8]}")
         try:
             metadata = consumer.list_topics(timeout=10)
@@ -332,6 +340,8 @@ class Loader:
             remaining = set(ends)
             writer = _Writer(self._apply)
             loaded = 0
+            total = sum(ends[key] - begins[key] for key in ends)
+            read: dict[tuple[str, int], int] = dict(begins)
             deadline = time.monotonic() + 600
             while remaining:
                 if time.monotonic() > deadline:
@@ -339,8 +349,11 @@ class Loader:
                 messages = consumer.consume(self.batch_rows, timeout=self.batch_seconds)
                 batch = self._batch(messages, self.group, ends)
                 for key, following in batch.offsets.items():
+                    read[key] = following
                     if following >= ends[key]:
                         remaining.discard(key)
+                if progress is not None:
+                    progress(sum(read[k] - begins[k] for k in ends), total)
                 batch.offsets = {}  # a window never moves the continuous loader's offsets
                 if batch.tables:
                     writer.submit(batch)

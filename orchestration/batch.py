@@ -8,8 +8,6 @@ simply replays those windows. The single-run backfill policy loads a range of pa
 one window in one run: one pass over the topics instead of one per partition.
 """
 
-from __future__ import annotations
-
 import time
 from datetime import datetime
 
@@ -52,8 +50,11 @@ def batch_load(
             key,
             deps=[topic_key(pipeline, schema, table)],
             description=f"{target.kind} table {key.path[-1]}: {schema}.{table} "
-            + ("every change (history)" if key.path[-1].endswith("__history") else
-               "current state, one row per key"),
+            + (
+                "every change (history)"
+                if key.path[-1].endswith("__history")
+                else "current state, one row per key"
+            ),
             kinds={target.kind},
             group_name=pipeline.name,
             owners=owners(pipeline),
@@ -61,7 +62,7 @@ def batch_load(
         )
         for schema, table in tables
         for key in target_keys(pipeline, target, schema, table)
-    ]  # fmt: skip
+    ]
 
     @multi_asset(
         name=f"{pipeline.name}_{target.kind}_batch_load",
@@ -78,9 +79,13 @@ def batch_load(
         end_ms = int(window.end.timestamp() * 1000)
         sink = open_sink(settings, pipeline, target)
         loader = Loader(
-            settings, pipeline, sink, mode=target.mode, batch_rows=target.batch_rows,
+            settings,
+            pipeline,
+            sink,
+            mode=target.mode,
+            batch_rows=target.batch_rows,
             group=f"sluiceway.{pipeline.name}.{target.kind}.batch",
-        )  # fmt: skip
+        )
         context.log.info(f"loading {_iso(window.start)} .. {_iso(window.end)} into {target.kind}")
         began = time.monotonic()
         try:

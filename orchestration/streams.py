@@ -17,8 +17,6 @@ position, a loader finishes its batch — and the run ends. The supervisor senso
 run died (failed, or its heartbeat stopped: a killed process), with backoff, and records why.
 """
 
-from __future__ import annotations
-
 import contextlib
 import fcntl
 import json

@@ -6,7 +6,7 @@ import typer
 from rich.console import Console
 
 from loaders.cli import load_app
-from orchestration.cli import ui
+from orchestration.cli import backfill, demo, stream_app, ui
 from sluiceway.errors import SluicewayError
 from stack.cli import app as stack_app
 from streaming.cli import capture_app, pipelines_app
@@ -22,7 +22,10 @@ app.add_typer(stack_app, name="stack")
 app.add_typer(pipelines_app, name="pipelines")
 app.add_typer(capture_app, name="capture")
 app.add_typer(load_app, name="load")
+app.add_typer(stream_app, name="stream")
 app.command()(ui)
+app.command()(demo)
+app.command()(backfill)
 
 
 def main() -> None:

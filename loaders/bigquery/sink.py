@@ -110,9 +110,14 @@ class BigQuerySink(Sink):
                 known = {c.name: bigquery_type(c) for c in columns}
             self._known[name] = known
         statements = evolve(
-            self._t(name), known, columns, bigquery_type, widening=widens, quote=_q,
+            self._t(name),
+            known,
+            columns,
+            bigquery_type,
+            widening=widens,
+            quote=_q,
             alter=lambda t, c, wanted: f"ALTER TABLE {t} ALTER COLUMN {c} SET DATA TYPE {wanted}",
-        )  # fmt: skip
+        )
         for statement in statements:
             self._query(statement)
 

@@ -105,9 +105,13 @@ class SnowflakeSink(Sink):
             }
             self._columns[name] = known
         statements = evolve(
-            name, known, columns, snowflake_type, widening=widens,
+            name,
+            known,
+            columns,
+            snowflake_type,
+            widening=widens,
             alter=lambda t, c, wanted: f"ALTER TABLE {t} ALTER COLUMN {c} SET DATA TYPE {wanted}",
-        )  # fmt: skip
+        )
         for statement in statements:
             cur.execute(statement)
 

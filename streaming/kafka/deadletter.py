@@ -42,9 +42,8 @@ class DeadLetters:
         self._errors: list[str] = []
         self._lock = threading.Lock()
         self._producer = Producer(
-            {**kafka.client_config(), "enable.idempotence": True, "acks": "all",
-             "linger.ms": 5}
-        )  # fmt: skip
+            {**kafka.client_config(), "enable.idempotence": True, "acks": "all", "linger.ms": 5}
+        )
 
     def _delivered(self, error: Any, _message: Any) -> None:
         if error is not None:

@@ -54,8 +54,12 @@ def _committed(settings: Settings, group: str, topic: str) -> tuple[int, int]:
         consumer.close()
 
 
-_SERVICE = {"postgres": "postgres", "s3": "seaweedfs", "bigquery": "bigquery",
-            "snowflake": "fakesnow"}  # fmt: skip
+_SERVICE = {
+    "postgres": "postgres",
+    "s3": "seaweedfs",
+    "bigquery": "bigquery",
+    "snowflake": "fakesnow",
+}
 
 
 def _target_spec(kind: str, unique: str, warehouse: Path) -> dict[str, object]:

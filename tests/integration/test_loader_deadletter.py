@@ -51,8 +51,14 @@ RETYPED = TableSchema(
 
 
 def _event(schema: TableSchema, row: dict[str, Any], position: int) -> bytes:
-    source = {"schema": "public", "table": "prices", "schema_id": schema.id,
-              "commit_lsn": position, "lsn": position, "ts_ms": position}  # fmt: skip
+    source = {
+        "schema": "public",
+        "table": "prices",
+        "schema_id": schema.id,
+        "commit_lsn": position,
+        "lsn": position,
+        "ts_ms": position,
+    }
     return orjson.dumps(
         {"before": None, "after": row, "source": source, "op": "c", "ts_ms": position}
     )

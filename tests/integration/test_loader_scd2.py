@@ -30,8 +30,14 @@ SCHEMA = TableSchema(
 
 
 def _event(op: str, row: dict[str, Any], at_ms: int, unchanged: list[str] | None = None) -> bytes:
-    source = {"schema": "public", "table": "dim", "schema_id": SCHEMA.id,
-              "commit_lsn": at_ms, "lsn": at_ms, "ts_ms": at_ms}  # fmt: skip
+    source = {
+        "schema": "public",
+        "table": "dim",
+        "schema_id": SCHEMA.id,
+        "commit_lsn": at_ms,
+        "lsn": at_ms,
+        "ts_ms": at_ms,
+    }
     envelope: dict[str, Any] = {
         "before": row if op == "d" else None,
         "after": None if op == "d" else row,

@@ -1,0 +1,128 @@
+"""The stream jobs of a pipeline: capture, and one continuous load per target, with the numbers
+each reports on its assets (see `orchestration.streams`)."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+from dagster import JobDefinition
+
+from loaders.runner import Loader
+from loaders.targets import open_sink
+from orchestration.assets import target_keys, topic_key
+from orchestration.checks import high_watermarks
+from orchestration.snapshots import capture_stream_name
+from orchestration.streams import Worker, stream_job
+from sluiceway.pipeline import AnyTarget, Pipeline
+from sluiceway.settings import Settings
+from streaming.sources.postgres.capture import PostgresCapture
+from streaming.sources.postgres.pgoutput import format_lsn
+
+__all__ = ["capture_stream", "load_stream", "load_stream_name"]
+
+LAG_EVERY_SECONDS = 10.0
+
+
+class _Rate:
+    """Per-second rate of a growing counter, between two readings."""
+
+    def __init__(self) -> None:
+        self.at = time.monotonic()
+        self.count = 0
+        self.rate = 0.0
+
+    def __call__(self, count: int) -> float:
+        now = time.monotonic()
+        if now - self.at >= 1.0:
+            self.rate = (count - self.count) / (now - self.at)
+            self.at, self.count = now, count
+        return round(self.rate, 1)
+
+
+def capture_stream(pipeline: Pipeline, tables: list[tuple[str, str]]) -> JobDefinition:
+    """The capture stream: PostgreSQL → change topics."""
+    rate = _Rate()
+
+    def numbers(worker: Worker) -> dict[str, Any]:
+        assert isinstance(worker, PostgresCapture)
+        stats = worker.stats
+        return {
+            "phase": stats.phase,
+            "events": stats.events,
+            "events/s": rate(stats.events),
+            "transactions": stats.transactions,
+            "confirmed lsn": format_lsn(stats.confirmed_lsn),
+            "lag (ms)": stats.lag_ms(),
+            "retained WAL (MiB)": round(stats.retained_wal_bytes / 2**20, 2),
+            "snapshot rows": stats.snapshot_rows,
+            "snapshot estimate": stats.snapshot_estimate,
+            "incremental rows": stats.incremental_rows,
+        }
+
+    return stream_job(
+        capture_stream_name(pipeline),
+        f"Capture {pipeline.name} from PostgreSQL into Kafka, until stopped",
+        lambda settings: PostgresCapture(settings, pipeline),
+        numbers,
+        [topic_key(pipeline, s, t) for s, t in tables],
+        {"sluiceway/pipeline": pipeline.name},
+    )
+
+
+def load_stream_name(pipeline: Pipeline, target: AnyTarget) -> str:
+    return f"{pipeline.name}_load_{target.kind}"
+
+
+def load_stream(
+    pipeline: Pipeline, target: AnyTarget, tables: list[tuple[str, str]]
+) -> JobDefinition:
+    """The continuous load of one target: change topics → target tables."""
+    rate = _Rate()
+    lag: dict[str, Any] = {"at": 0.0, "value": 0}
+    settings_seen: dict[str, Settings] = {}
+    pattern = re.compile(rf"^{re.escape(pipeline.topic_prefix)}\.[^.]+\.[^.]+$")
+
+    def make(settings: Settings) -> Loader:
+        settings_seen["settings"] = settings
+        return Loader(
+            settings,
+            pipeline,
+            open_sink(settings, pipeline, target),
+            mode=target.mode,
+            batch_rows=target.batch_rows,
+            batch_seconds=target.batch_seconds,
+        )
+
+    def numbers(worker: Worker) -> dict[str, Any]:
+        assert isinstance(worker, Loader)
+        stats = worker.stats
+        if time.monotonic() - lag["at"] > LAG_EVERY_SECONDS and "settings" in settings_seen:
+            lag["at"] = time.monotonic()
+            topics = {t for t, _ in stats.offsets} | {
+                f"{pipeline.topic_prefix}.{s}.{t}" for s, t in tables
+            }
+            behind = 0
+            for topic in sorted(t for t in topics if pattern.match(t)):
+                for partition, high in high_watermarks(settings_seen["settings"], topic).items():
+                    behind += max(0, high - stats.offsets.get((topic, partition), 0))
+            lag["value"] = behind
+        return {
+            "changes loaded": stats.rows,
+            "changes/s": rate(stats.rows),
+            "batches": stats.batches,
+            "last batch": stats.last_batch_rows,
+            "consumer lag (records)": lag["value"],
+            "dead letters": stats.dead_letters,
+        }
+
+    keys = [key for s, t in tables for key in target_keys(pipeline, target, s, t)]
+    return stream_job(
+        load_stream_name(pipeline, target),
+        f"Load {pipeline.name}'s change topics into {target.kind} continuously, until stopped",
+        make,
+        numbers,
+        keys,
+        {"sluiceway/pipeline": pipeline.name},
+    )
