@@ -36,6 +36,7 @@ demo: up ## the main job: the demo shop, live capture and loads as streams, the 
 	$(BIN)/sluiceway demo
 
 test: up ## set up what tests need, start the stack, run unit and integration tests
+	$(BIN)/python -m stack.browser
 	$(BIN)/pytest tests/unit tests/integration
 
 test-unit: venv ## unit tests only (no services)

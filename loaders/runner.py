@@ -313,6 +313,7 @@ class Loader:
         """Load the events with timestamps in [start_ms, end_ms); returns the rows loaded.
         ``progress(records read, records in the window)`` is called after each batch."""
         consumer = self._consumer(f"{self.group}.window.{uuid.uuid4().hex[:8]}")
+        writer: _Writer | None = None
         try:
             metadata = consumer.list_topics(timeout=10)
             topics = [t for t in metadata.topics if re.match(self.pattern, t)]
@@ -361,5 +362,6 @@ class Loader:
             writer.wait()
             return loaded
         finally:
-            writer.close()
+            if writer is not None:
+                writer.close()
             consumer.close()

@@ -33,11 +33,12 @@ __all__ = ["batch_load", "partitions_of"]
 
 
 def partitions_of(target: AnyTarget) -> TimeWindowPartitionsDefinition:
-    """The target's time partitions (UTC)."""
+    """The target's time partitions (UTC), the current hour or day included (it fills as
+    changes arrive; loading it again later adds the rest)."""
     start = target.partitions_start
     if target.partitions == "hourly":
-        return HourlyPartitionsDefinition(start_date=start.strftime("%Y-%m-%d-%H:%M"))
-    return DailyPartitionsDefinition(start_date=start.strftime("%Y-%m-%d"))
+        return HourlyPartitionsDefinition(start_date=start.strftime("%Y-%m-%d-%H:%M"), end_offset=1)
+    return DailyPartitionsDefinition(start_date=start.strftime("%Y-%m-%d"), end_offset=1)
 
 
 def batch_load(

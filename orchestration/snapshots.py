@@ -105,14 +105,11 @@ def _follow_incremental(
 ) -> None:
     path = CaptureState.path(state_dir, pipeline.name)  # type: ignore[arg-type]
     deadline = time.monotonic() + TIMEOUT_SECONDS
-    seen = False
     last = -1
     while time.monotonic() < deadline:
         state = CaptureState.load(path)
         progress = state.incremental if state else None
-        if progress and progress.get("id") == request:
-            seen = True
-        elif seen:
+        if state is not None and request in state.completed:
             context.log.info(f"incremental snapshot {request} done")
             return
         rows = int(store.read(stream).numbers.get("incremental rows", 0))

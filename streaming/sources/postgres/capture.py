@@ -412,7 +412,9 @@ class PostgresCapture:
                 if confirmed > self.stats.confirmed_lsn:
                     cur.send_feedback(flush_lsn=confirmed)
                     self.stats.confirmed_lsn = confirmed
-                    self._persist_incremental(state.incremental.confirmed(confirmed))
+                    self._persist_incremental(
+                        state.incremental.confirmed(confirmed), state.incremental.completed
+                    )
                 next_status = now + self.source.status_seconds
                 self._report()
             if now >= next_heartbeat:
@@ -427,14 +429,23 @@ class PostgresCapture:
         confirmed = tracker.confirmed()
         cur.send_feedback(flush_lsn=confirmed, force=True)
         self.stats.confirmed_lsn = confirmed
-        self._persist_incremental(state.incremental.confirmed(confirmed))
+        self._persist_incremental(
+            state.incremental.confirmed(confirmed), state.incremental.completed
+        )
         self.stats.phase = "stopped"
         self._report()
 
-    def _persist_incremental(self, progress: dict[str, Any] | bool | None) -> None:
+    def _persist_incremental(
+        self, progress: dict[str, Any] | bool | None, completed: list[str]
+    ) -> None:
         # Incremental snapshot progress reaches the file only once Kafka confirmed its chunk.
         if progress is False or self.state is None:
             return
+        self.state.completed = [
+            *self.state.completed,
+            *(i for i in completed if i not in self.state.completed),
+        ][-20:]
+        completed.clear()
         self.state.incremental = progress  # type: ignore[assignment]
         self.state.save(self._state_path)
 

@@ -81,12 +81,13 @@ class IncrementalSnapshot:
         self.progress = progress
         self.chunk: _Chunk | None = None
         self.rows_emitted = 0
-        self._unsealed: list[dict[str, Any] | None] = []
-        self._pending: list[tuple[int, dict[str, Any] | None]] = []
+        self._unsealed: list[tuple[dict[str, Any] | None, list[str]]] = []
+        self._pending: list[tuple[int, dict[str, Any] | None, list[str]]] = []
+        self.completed: list[str] = []  # requests finished and confirmed in Kafka
 
-    def _changed(self, progress: dict[str, Any] | None) -> None:
+    def _changed(self, progress: dict[str, Any] | None, finished: list[str] | None = None) -> None:
         self.progress = progress
-        self._unsealed.append(progress)
+        self._unsealed.append((progress, finished or []))
 
     def on_signal(self, content: bytes) -> None:
         """A snapshot request from the log."""
@@ -203,6 +204,9 @@ class IncrementalSnapshot:
             following = {**progress, "tables": rest, "last_key": None} if rest else None
             if not rest:
                 log.info("incremental snapshot %s done", progress["id"])
+                self._changed(None, progress.get("requests", [progress["id"]]))
+                self.chunk = None
+                return
         else:
             following = {**progress, "last_key": chunk.last_key}
         self._changed(following)
@@ -211,13 +215,16 @@ class IncrementalSnapshot:
     def seal(self, end_lsn: int) -> None:
         """The current transaction ended at ``end_lsn``: its progress waits for Kafka."""
         if self._unsealed:
-            self._pending.append((end_lsn, self._unsealed[-1]))
+            finished = [i for _, ids in self._unsealed for i in ids]
+            self._pending.append((end_lsn, self._unsealed[-1][0], finished))
             self._unsealed = []
 
     def confirmed(self, lsn: int) -> dict[str, Any] | bool | None:
-        """Progress to persist now that Kafka confirmed up to ``lsn`` (False: nothing new)."""
-        done = [p for end, p in self._pending if end <= lsn]
+        """Progress to persist now that Kafka confirmed up to ``lsn`` (False: nothing new);
+        requests finished by then are added to `completed`."""
+        done = [(p, ids) for end, p, ids in self._pending if end <= lsn]
         if not done:
             return False
-        self._pending = [(end, p) for end, p in self._pending if end > lsn]
-        return done[-1]
+        self._pending = [entry for entry in self._pending if entry[0] > lsn]
+        self.completed += [i for _, ids in done for i in ids]
+        return done[-1][0]

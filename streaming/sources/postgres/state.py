@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,8 @@ class CaptureState:
     snapshot_done: bool = False
     # An incremental snapshot under way: {"id", "tables", "last_key"} as last confirmed.
     incremental: dict[str, Any] | None = None
+    # The ids of the last incremental snapshot requests completed (confirmed in Kafka).
+    completed: list[str] = field(default_factory=list)
 
     @staticmethod
     def path(state_dir: Path, pipeline: str) -> Path:
