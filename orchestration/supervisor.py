@@ -77,9 +77,11 @@ def supervisor(jobs: list[JobDefinition]) -> SensorDefinition:
                     state = store.update(name, _lost)
                 else:
                     continue  # started moments ago: the worker has not reported yet
-            reason = state.last_failure or (
-                "never started" if run is None else f"last run {run.status.value.lower()}"
-            )
+            if run is not None and state.run_id == run.run_id and not _reported(state):
+                # The run ended without its worker saying why: the process died.
+                ended = run.status.value.lower()
+                state = store.update(name, lambda s, e=ended: _died(s, e))  # type: ignore[misc]
+            reason = state.last_failure or "never started"
             wait = backoff_seconds(state.restarts)
             if state.last_failure_at and now - state.last_failure_at < wait:
                 context.log.info(
@@ -122,6 +124,16 @@ _LOST = "worker heartbeat lost (process killed?)"
 
 def _lost(state: StreamState) -> None:
     state.last_failure = _LOST
+    state.last_failure_at = time.time()
+
+
+def _reported(state: StreamState) -> bool:
+    """Whether the current run's worker recorded its failure itself."""
+    return bool(state.last_failure_at and state.started and state.last_failure_at >= state.started)
+
+
+def _died(state: StreamState, ended: str) -> None:
+    state.last_failure = f"worker died without reporting an error (run {ended}; process killed?)"
     state.last_failure_at = time.time()
 
 
