@@ -3,9 +3,9 @@
 Every asset of a pipeline is in the pipeline's group, owned by its owner, with its kind
 (postgres, kafka, duckdb, postgres, s3, bigquery, snowflake):
 
-- ``<pipeline>/source/<schema>__<table>``: a table of the source database (external);
-- ``<pipeline>/kafka/<schema>__<table>``: its change topic, fed by the capture stream;
-- ``<pipeline>/kafka/dlq``: the dead-letter topic;
+- ``<pipeline>/source/<schema>.<table>``: a table of the source database (external);
+- ``<pipeline>/kafka/<prefix>.<schema>.<table>``: its change topic, fed by the capture stream;
+- ``<pipeline>/kafka/<prefix>.dlq``: the dead-letter topic;
 - ``<pipeline>/<target>/<table>`` (and ``<table>__history``): a target table, fed by the
   continuous load stream and materialized per time partition by the batch load
   (`orchestration.batch`).
@@ -43,15 +43,15 @@ log = logging.getLogger(__name__)
 
 
 def source_key(pipeline: Pipeline, schema: str, table: str) -> AssetKey:
-    return AssetKey([pipeline.name, "source", f"{schema}__{table}"])
+    return AssetKey([pipeline.name, "source", f"{schema}.{table}"])
 
 
 def topic_key(pipeline: Pipeline, schema: str, table: str) -> AssetKey:
-    return AssetKey([pipeline.name, "kafka", f"{schema}__{table}"])
+    return AssetKey([pipeline.name, "kafka", f"{pipeline.topic_prefix}.{schema}.{table}"])
 
 
 def dlq_key(pipeline: Pipeline) -> AssetKey:
-    return AssetKey([pipeline.name, "kafka", "dlq"])
+    return AssetKey([pipeline.name, "kafka", pipeline.dead_letter_topic])
 
 
 def owners(pipeline: Pipeline) -> list[str]:

@@ -122,6 +122,18 @@ class StreamStore:
         return self.update(name, change)
 
 
+def _alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class Worker(Protocol):
     """What a stream runs: capture or a continuous loader."""
 
@@ -150,6 +162,12 @@ def stream_job(
         settings = sluiceway.settings()
         store = StreamStore(settings)
         run_id = context.run_id
+        current = store.read(name)
+        if current.run_id not in (None, run_id) and current.fresh() and _alive(current.pid):
+            raise Failure(
+                f"{name} is already running in run {current.run_id} (process {current.pid}); "
+                "stop it first (terminate that run, or `sluiceway stream stop`)"
+            )
 
         def started(state: StreamState) -> None:
             state.desired = "running"

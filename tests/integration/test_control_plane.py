@@ -203,7 +203,7 @@ def test_ui_shows_the_lineage_and_a_backfill_rebuilds_the_target(
         browser = playwright.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
         page.goto(f"{plane.url}/asset-groups", wait_until="networkidle")
-        for label in ("public__orders", "orders__history"):
+        for label in (f"{plane.name}.public.orders", "orders__history"):
             page.get_by_text(label, exact=False).first.wait_for(timeout=60_000)
         page.screenshot(path=str(tmp_path / "lineage.png"))
         if os.environ.get("SLUICEWAY_LINEAGE_SCREENSHOT"):

@@ -124,7 +124,8 @@ def _run_checks(defs: Definitions, unique: str) -> dict[str, object]:
                 define_asset_job(
                     "checks",
                     selection=AssetSelection.checks_for_assets(
-                        AssetKey([unique, "duckdb", "orders"]), AssetKey([unique, "kafka", "dlq"])
+                        AssetKey([unique, "duckdb", "orders"]),
+                        AssetKey([unique, "kafka", f"{unique}.dlq"]),
                     ),
                 )
             ]

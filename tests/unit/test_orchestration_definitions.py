@@ -43,8 +43,8 @@ def test_lineage_kinds_groups_and_owners(tmp_path: Path) -> None:
         [{"kind": "duckdb", "mode": "both"}, {"kind": "postgres", "mode": "current"}],
     )
     graph = _graph(defs)
-    source = AssetKey(["store", "source", "public__orders"])
-    topic = AssetKey(["store", "kafka", "public__orders"])
+    source = AssetKey(["store", "source", "public.orders"])
+    topic = AssetKey(["store", "kafka", "store.public.orders"])
     assert graph[source] == (set(), {"postgres"}, "store")
     assert graph[topic] == ({source}, {"kafka"}, "store")
     assert graph[AssetKey(["store", "duckdb", "orders"])] == ({topic}, {"duckdb"}, "store")
@@ -53,7 +53,7 @@ def test_lineage_kinds_groups_and_owners(tmp_path: Path) -> None:
     assert AssetKey(["store", "postgres", "orders__history"]) not in graph  # mode current
     # Tables outside public keep their schema in the target's table name.
     assert AssetKey(["store", "duckdb", "sales_items"]) in graph
-    assert AssetKey(["store", "kafka", "dlq"]) in graph
+    assert AssetKey(["store", "kafka", "store.dlq"]) in graph
     owners = {s.key: list(s.owners) for s in defs.resolve_all_asset_specs()}
     assert owners[source] == ["team:data-platform"]
 
@@ -65,7 +65,7 @@ def test_lineage_kinds_groups_and_owners(tmp_path: Path) -> None:
     assert (AssetKey(["store", "duckdb", "orders"]), "parity") in checks
     assert (AssetKey(["store", "duckdb", "orders"]), "freshness") in checks
     assert (topic, "consumer_lag_duckdb") in checks
-    assert (AssetKey(["store", "kafka", "dlq"]), "empty") in checks
+    assert (AssetKey(["store", "kafka", "store.dlq"]), "empty") in checks
     # The batch loads are time-partitioned (daily by default).
     load = defs.resolve_assets_def(AssetKey(["store", "duckdb", "orders"]))
     assert load.partitions_def is not None and load.backfill_policy is not None
@@ -81,8 +81,8 @@ def test_adding_a_table_or_target_adds_assets(tmp_path: Path) -> None:
         )
     )
     added = set(after) - set(before)
-    assert AssetKey(["store", "source", "public__refunds"]) in added
-    assert AssetKey(["store", "kafka", "public__refunds"]) in added
+    assert AssetKey(["store", "source", "public.refunds"]) in added
+    assert AssetKey(["store", "kafka", "store.public.refunds"]) in added
     assert AssetKey(["store", "duckdb", "refunds"]) in added
     assert AssetKey(["store", "s3", "orders__history"]) in added  # s3 keeps history
     assert set(before) <= set(after)
