@@ -25,6 +25,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from loaders.base import LoadBatch, Mode, RawRecords, Sink, TableBatch
 from loaders.changes import Change
+from loaders.s3.archive import ArchiveReader
 from loaders.schemas import SchemaCatalog
 from sluiceway.connect import kafka_admin
 from sluiceway.errors import BadRecords, IncompatibleChange, SinkFatal
@@ -62,6 +63,36 @@ def _schema_id(value: bytes) -> str | None:
     start = at + len(_SCHEMA_ID)
     end = value.find(b'"', start)
     return value[start:end].decode() if end > start else None
+
+
+class _Archived:
+    """An archived record, read like a consumed message."""
+
+    __slots__ = ("_key", "_offset", "_partition", "_topic", "_value")
+
+    def __init__(
+        self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes
+    ) -> None:
+        self._topic, self._partition, self._offset = topic, partition, offset
+        self._key, self._value = key, value
+
+    def error(self) -> None:
+        return None
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def value(self) -> bytes:
+        return self._value
 
 
 class _Writer:
@@ -204,6 +235,38 @@ class Loader:
         self.stats.batches += 1
         self.stats.last_batch_rows = rows
 
+    def _from_archive(
+        self,
+        consumer: Any,
+        archive: ArchiveReader,
+        partitions: list[tuple[str, int]],
+        start_ms: int,
+        end_ms: int,
+    ) -> int:
+        """Load what the archive holds below each partition's low watermark in the window."""
+        loaded = 0
+        prefix = self.pipeline.topic_prefix + "."
+        for topic, partition in partitions:
+            low, _ = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            if low <= 0 or not topic.startswith(prefix):
+                continue
+            schema, _, table = topic[len(prefix) :].partition(".")
+            records = archive.records(schema, table, partition, low, start_ms, end_ms)
+            for first in range(0, len(records), self.batch_rows):
+                chunk = [
+                    _Archived(topic, partition, *r)
+                    for r in records[first : first + self.batch_rows]
+                ]
+                batch = self._batch(chunk, self.group)
+                batch.offsets = {}
+                if batch.tables:
+                    self._apply(batch)
+                    loaded += batch.rows()
+            log.info(
+                "%s[%d]: %d archived records below offset %d", topic, partition, len(records), low
+            )
+        return loaded
+
     # --- errors ------------------------------------------------------------------------------
     def dead_letters(self) -> DeadLetters:
         """The dead-letter producer (its topic created on first use)."""
@@ -309,9 +372,12 @@ class Loader:
         start_ms: int,
         end_ms: int,
         progress: Callable[[int, int], None] | None = None,
+        archive: ArchiveReader | None = None,
     ) -> int:
         """Load the events with timestamps in [start_ms, end_ms); returns the rows loaded.
-        ``progress(records read, records in the window)`` is called after each batch."""
+        ``progress(records read, records in the window)`` is called after each batch. With an
+        ``archive`` (the pipeline's S3 target), the records Kafka's retention already dropped
+        from a partition are read from it first, by commit time."""
         consumer = self._consumer(f"{self.group}.window.{uuid.uuid4().hex[:8]}")
         writer: _Writer | None = None
         try:
@@ -335,12 +401,14 @@ class Loader:
                 if begin < stop:
                     begins[(first.topic, first.partition)] = begin
                     ends[(first.topic, first.partition)] = stop
+            loaded = 0
+            if archive is not None:
+                loaded += self._from_archive(consumer, archive, partitions, start_ms, end_ms)
             if not ends:
-                return 0
+                return loaded
             consumer.assign([TopicPartition(t, p, b) for (t, p), b in begins.items()])
             remaining = set(ends)
             writer = _Writer(self._apply)
-            loaded = 0
             total = sum(ends[key] - begins[key] for key in ends)
             read: dict[tuple[str, int], int] = dict(begins)
             deadline = time.monotonic() + 600

@@ -5,7 +5,8 @@ pipeline's change topics, loaded with the bounded loader (`Loader.load_window`: 
 offsets found with ``offsets_for_times``). Loading a window again leaves the same rows, so a
 backfill — partitions picked in the UI, or the ``launchPartitionBackfill`` GraphQL mutation —
 simply replays those windows. The single-run backfill policy loads a range of partitions as
-one window in one run: one pass over the topics instead of one per partition.
+one window in one run: one pass over the topics instead of one per partition. Windows older
+than the topics' retention replay from the pipeline's S3 archive when it has an S3 target.
 """
 
 import time
@@ -24,12 +25,14 @@ from dagster import (
 )
 
 from loaders.runner import Loader
+from loaders.s3.archive import ArchiveReader
 from loaders.targets import open_sink
 from orchestration.assets import owners, target_keys, topic_key
 from orchestration.resources import SluicewayResource
-from sluiceway.pipeline import AnyTarget, Pipeline
+from sluiceway.pipeline import AnyTarget, Pipeline, S3Target
+from sluiceway.settings import Settings
 
-__all__ = ["batch_load", "partitions_of"]
+__all__ = ["archive_of", "batch_load", "partitions_of"]
 
 
 def partitions_of(target: AnyTarget) -> TimeWindowPartitionsDefinition:
@@ -87,10 +90,18 @@ def batch_load(
             batch_rows=target.batch_rows,
             group=f"sluiceway.{pipeline.name}.{target.kind}.batch",
         )
-        context.log.info(f"loading {_iso(window.start)} .. {_iso(window.end)} into {target.kind}")
+        archive = archive_of(settings, pipeline, target)
+        context.log.info(
+            f"loading {_iso(window.start)} .. {_iso(window.end)} into {target.kind}"
+            + (
+                f" (from Kafka, and the S3 archive {archive.root} below retention)"
+                if archive
+                else ""
+            )
+        )
         began = time.monotonic()
         try:
-            rows = loader.load_window(start_ms, end_ms)
+            rows = loader.load_window(start_ms, end_ms, archive=archive)
         finally:
             sink.close()
         elapsed = time.monotonic() - began
@@ -108,6 +119,14 @@ def batch_load(
             )
 
     return load
+
+
+def archive_of(settings: Settings, pipeline: Pipeline, target: AnyTarget) -> ArchiveReader | None:
+    """The pipeline's S3 archive, to replay windows older than the topics' retention."""
+    for other in pipeline.targets:
+        if isinstance(other, S3Target) and other is not target:
+            return ArchiveReader(settings.s3, other.root or pipeline.name)
+    return None
 
 
 def _iso(moment: datetime) -> str:

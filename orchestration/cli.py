@@ -28,6 +28,7 @@ from rich.table import Table
 
 from loaders.runner import Loader
 from loaders.targets import open_sink
+from orchestration.batch import archive_of
 from orchestration.demo import Workload, create_shop
 from orchestration.instance import dagster_home
 from orchestration.snapshots import capture_stream_name
@@ -270,6 +271,7 @@ def backfill(
                 window[0],
                 window[1],
                 progress=lambda done, total: progress.update(task, completed=done, total=total),
+                archive=archive_of(settings, spec, chosen),
             )
     except SluicewayError as exc:
         console.print(f"[red]error:[/red] {exc}")

@@ -9,6 +9,9 @@ casts (`loaders.duckdb.types`) and written by DuckDB's Parquet writer; boto3 mov
 The consumer offsets are stored as a small JSON object after the data, so a crash in between
 only causes an idempotent rewrite.
 
+Each row also keeps the Kafka record it came from (``_sluiceway_key``, ``_sluiceway_event``),
+so windows older than the topics' retention replay from here exactly (`loaders.s3.archive`).
+
 Current state is read from the archive, not stored: `current_state_sql` gives the DuckDB query
 (the newest change per key, deletes removed) over the Parquet files.
 """
@@ -23,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import duckdb
 import orjson
+import pyarrow as pa
 from botocore.exceptions import BotoCoreError, ClientError
 
 from loaders.base import POSITION, LoadBatch, Mode, Sink, TableBatch
@@ -152,9 +156,26 @@ class S3Sink(Sink):
             f"'{topic}' AS _sluiceway_topic, s.__partition AS _sluiceway_partition, "
             "s.__offset AS _sluiceway_offset, s.__unchanged AS _sluiceway_unchanged"
         )
-        self.duck.execute(
-            f"CREATE OR REPLACE TEMP TABLE typed AS SELECT {values}, {meta} FROM staged s"
+        # The record itself travels with the typed row: the archive can be replayed into any
+        # target, exactly, once Kafka's retention has dropped it (`loaders.s3.archive`).
+        raw = table.raw
+        self.duck.register(
+            "events",
+            pa.table(
+                {
+                    "p": pa.array(raw.partitions if raw else [], pa.int32()),
+                    "o": pa.array(raw.offsets if raw else [], pa.int64()),
+                    "k": pa.array(raw.keys if raw else [], pa.binary()),
+                    "v": pa.array(raw.values if raw else [], pa.binary()),
+                }
+            ),
         )
+        self.duck.execute(
+            f"CREATE OR REPLACE TEMP TABLE typed AS SELECT {values}, {meta}, "
+            "e.k AS _sluiceway_key, e.v AS _sluiceway_event FROM staged s "
+            "LEFT JOIN events e ON e.p = s.__partition AND e.o = s.__offset"
+        )
+        self.duck.unregister("events")
         blocks = self.duck.execute(
             f"SELECT DISTINCT _sluiceway_partition, _sluiceway_offset // {BLOCK} FROM typed "
             "ORDER BY 1, 2"

@@ -66,6 +66,7 @@ def test_archive_holds_every_change_once_and_replays_are_idempotent(
             loader = Loader(settings, pipeline, sink, mode="history", batch_rows=97)
             thread = threading.Thread(target=loader.run, daemon=True)
             thread.start()
+            wait_caught_up(capture, conn)  # streaming: the workload's changes are events
             _workload(conn, 800, 21)
             wait_caught_up(capture, conn)
             events = [v for _, v in read_topic(settings, f"{unique}.public.orders") if v]
