@@ -39,14 +39,17 @@ __all__ = [
     "BigQueryTarget",
     "DuckDBTarget",
     "ErrorPolicy",
+    "JoinSpec",
     "Pipeline",
     "PostgresSource",
     "PostgresTarget",
+    "ProcessorSpec",
     "S3Target",
     "SnowflakeTarget",
     "TableSelection",
     "Target",
     "TopicSettings",
+    "WindowSpec",
     "list_pipelines",
     "load_pipeline",
 ]
@@ -142,6 +145,64 @@ class ErrorPolicy(_Spec):
     dead_letter_topic: str | None = Field(None, description="default: <topic prefix>.dlq")
 
 
+class JoinSpec(_Spec):
+    """Enrich each event with the current row of another captured table (a stream-table
+    join). ``how: left`` keeps events without a match (the columns are null); ``inner``
+    drops them."""
+
+    table: str = Field(description="schema.table of this pipeline whose current row joins")
+    on: str = Field(description="the event's field holding the other table's primary key")
+    columns: dict[str, str] = Field(
+        default_factory=dict, description="output name -> column of the joined table"
+    )
+    how: Literal["left", "inner"] = "left"
+
+
+class WindowSpec(_Spec):
+    """An aggregation per key in event-time windows."""
+
+    kind: Literal["tumbling", "hopping", "sliding"] = "tumbling"
+    seconds: float = Field(gt=0, description="window length")
+    step_seconds: float | None = Field(None, gt=0, description="hopping: step between starts")
+    grace_seconds: float = Field(0, ge=0, description="how late an event may still count")
+    key: str = Field(description="field the windows are per (e.g. category)")
+    sum: dict[str, str] = Field(default_factory=dict, description="output -> expression")
+    count: str | None = Field(None, description="output name of the event count")
+    emit: Literal["final", "updates"] = Field(
+        "final", description="final: once per window when it closes; updates: every change"
+    )
+
+
+class ProcessorSpec(_Spec):
+    """One stream processor: from a change topic (or another processor) to
+    ``<prefix>.enriched.<name>``. Steps run in this order: where, join, derive, where_after,
+    select, window."""
+
+    name: str = Field(description="lowercase identifier; the output topic's last part")
+    source: str = Field(description="schema.table of this pipeline, or another processor's name")
+    where: str | None = Field(None, description="keep events for which this is true")
+    join: list[JoinSpec] = Field(default_factory=list)
+    derive: dict[str, str] = Field(default_factory=dict, description="new field -> expression")
+    where_after: str | None = Field(None, description="a filter on joined and derived fields")
+    select: list[str] | None = Field(None, description="the fields to keep (default: all)")
+    window: WindowSpec | None = None
+    deletes: bool = Field(True, description="pass deletes on (as deletes of the output key)")
+
+    @model_validator(mode="after")
+    def _expressions(self) -> ProcessorSpec:
+        from streaming.processors.expressions import Expression
+
+        texts = [self.where, self.where_after, *self.derive.values()]
+        if self.window is not None:
+            texts += list(self.window.sum.values())
+        for text in texts:
+            if text is not None:
+                Expression(text)
+        if not _NAME.match(self.name):
+            raise ValueError(f"processor name {self.name!r}: lowercase letters, digits and _")
+        return self
+
+
 class _Target(_Spec):
     mode: Literal["current", "history", "both"] = Field(
         "both", description="current state per key, every change, or both"
@@ -207,6 +268,9 @@ class Pipeline(_Spec):
     topics: TopicSettings = TopicSettings()
     targets: list[Target] = Field([], description="where the change topics are loaded")
     errors: ErrorPolicy = ErrorPolicy()
+    processors: list[ProcessorSpec] = Field(
+        [], description="stream processors writing <prefix>.enriched.<name>"
+    )
 
     @model_validator(mode="after")
     def _name(self) -> Pipeline:
