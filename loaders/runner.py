@@ -421,6 +421,13 @@ class Loader:
                     read[key] = following
                     if following >= ends[key]:
                         remaining.discard(key)
+                if not messages and remaining:
+                    # The end offset can be a transaction marker (a transactional topic, like
+                    # the enrichment topics): no record comes at it; the position says done.
+                    positions = consumer.position([TopicPartition(t, p) for t, p in remaining])
+                    for tp in positions:
+                        if tp.offset >= ends[(tp.topic, tp.partition)]:
+                            remaining.discard((tp.topic, tp.partition))
                 if progress is not None:
                     progress(sum(read[k] - begins[k] for k in ends), total)
                 batch.offsets = {}  # a window never moves the continuous loader's offsets

@@ -8,10 +8,10 @@ with Kafka transactions; Sluiceway adds the change-event contract around it:
   ``before`` for deletes) plus ``__op``, ``__pos`` (the source position) and ``__ts`` (commit
   time, the event time). Values keep the event encoding (decimals as exact strings);
   expressions see them typed (`Decimal`), from the table shapes capture publishes;
-- **table views and joins**: the joined table's change topic, re-keyed by its primary key, is
-  the right side of an as-of join — each event meets the newest row of that key, deletes remove
-  it, and snapshot rows count from the beginning of time (their timestamp is 0), so an order
-  captured in the initial snapshot finds its customer whatever the order of the two snapshots;
+- **table views and joins** (`streaming.processors.tables`): the joined table's change topic
+  is read into a view of its current rows (deletes remove keys), loaded before processing
+  starts, so an event meets every row captured before it, with no re-keying; the join is by
+  processing time;
 - **windows** aggregate the inserts of a stream per key in event time, with a grace period;
   events later than it are dropped and counted (``stats.late``);
 - **output**: ``<prefix>.enriched.<name>``, in the same envelope as capture writes (source
@@ -40,12 +40,15 @@ from quixstreams import Application
 from quixstreams.kafka.configuration import ConnectionConfig
 
 from loaders.schemas import SchemaCatalog
+from sluiceway.connect import kafka_admin
 from sluiceway.errors import ConfigError
-from sluiceway.pipeline import JoinSpec, Pipeline, ProcessorSpec
+from sluiceway.pipeline import JoinSpec, Pipeline, ProcessorSpec, TopicSettings
 from sluiceway.settings import Settings
 from streaming.events import ColumnSchema, TableSchema
 from streaming.kafka.deadletter import DeadLetters
+from streaming.kafka.topics import ensure_topics
 from streaming.processors.expressions import Expression
+from streaming.processors.tables import TableView
 
 __all__ = ["Processing", "ProcessingStats", "enriched_topic"]
 
@@ -188,7 +191,9 @@ class Processing:
         self.pipeline = pipeline
         self.stop = threading.Event()
         self.stats = ProcessingStats()
-        self.group = group or f"sluiceway.{pipeline.name}.processing"
+        # Quix names its internal topics after the group and the chain of streams: short names
+        # keep them under Kafka's 249 characters.
+        self.group = group or f"sluiceway.{pipeline.name}.proc"
         self.schemas = SchemaCatalog(settings.kafka, f"{pipeline.topic_prefix}.schemas")
         self._column_types: dict[str, ColumnSchema] = {}
         self._schema_producer = Producer(
@@ -196,6 +201,12 @@ class Processing:
         )
         self.dead_letters: DeadLetters | None = None
         if pipeline.errors.tolerance == "all":
+            ensure_topics(
+                kafka_admin(settings.kafka),
+                [pipeline.dead_letter_topic],
+                TopicSettings(),
+                partitions=1,
+            )
             self.dead_letters = DeadLetters(
                 settings.kafka, pipeline.dead_letter_topic, pipeline.name, "process"
             )
@@ -212,7 +223,7 @@ class Processing:
         )
         self._inputs: dict[str, Any] = {}
         self._outputs: dict[str, Any] = {}
-        self._rights: dict[str, Any] = {}
+        self._views: dict[str, TableView] = {}
         for spec in pipeline.processors:
             self._outputs[spec.name] = self._build(spec)
 
@@ -278,35 +289,16 @@ class Processing:
             self._inputs[qualified] = sdf
         return self._inputs[qualified]
 
-    def _right(self, join: JoinSpec) -> tuple[Any, str]:
-        """The joined table, re-keyed by its primary key (its table view)."""
+    def _view(self, join: JoinSpec) -> TableView:
+        """The joined table's view (one per table, shared by the processors)."""
         shape = self.table_schema(join.table)
         keys = [c.name for c in shape.columns if c.key]
         if len(keys) != 1:
             raise ConfigError(f"{join.table}: a join needs a one-column primary key, not {keys}")
-        if join.table not in self._rights:
-            sdf = self._input_for_right(join.table)
-            # Event time is the commit time; a snapshot row holds from the beginning of time
-            # (1 ms: Kafka reads a timestamp of 0 as "now").
-            sdf = sdf.set_timestamp(
-                lambda v, _k, ts, _h: 1 if v["__op"] == "r" else v["__ts"] or ts
-            )
-            sdf = sdf.group_by(
-                lambda v, k=keys[0]: str(v.get(k)), name=f"table_{join.table.replace('.', '_')}"
-            )
-            self._rights[join.table] = sdf
-        return self._rights[join.table], keys[0]
-
-    def _input_for_right(self, qualified: str) -> Any:
-        topic = self.app.topic(
-            f"{self.pipeline.topic_prefix}.{qualified}",
-            value_deserializer="json",
-            key_deserializer="bytes",
-        )
-        sdf = self.app.dataframe(topic)
-        return (
-            sdf.filter(lambda v: v is not None).apply(self._working).filter(lambda v: v is not None)
-        )
+        if join.table not in self._views:
+            topic = f"{self.pipeline.topic_prefix}.{join.table}"
+            self._views[join.table] = TableView(self.settings.kafka, topic, keys[0])
+        return self._views[join.table]
 
     def _build(self, spec: ProcessorSpec) -> Any:
         if spec.source in self._outputs:
@@ -323,7 +315,6 @@ class Processing:
             where = Expression(spec.where)
             sdf = sdf.filter(lambda v, e=where, t=types: v["__op"] == "d" or bool(e(_typed(v, t))))
         for join in spec.join:
-            right, _ = self._right(join)
             right_shape = self.table_schema(join.table)
             columns = join.columns or {
                 f"{join.table.split('.')[-1]}_{c.name}": c.name for c in right_shape.columns
@@ -334,22 +325,23 @@ class Processing:
                     raise ConfigError(f"{spec.name}: {join.table} has no column {column!r}")
                 types[out] = found.type
                 self._column_types.setdefault(out, found)
-            sdf = sdf.set_timestamp(lambda v, _k, ts, _h: v["__ts"] or ts)
-            sdf = sdf.group_by(lambda v, f=join.on: str(v.get(f)), name=f"{spec.name}_by_{join.on}")
+            view = self._view(join)
 
-            def merge(left: Any, right_row: Any, c: dict[str, str] = columns) -> Any:
-                matched = isinstance(right_row, dict) and right_row.get("__op") != "d"
-                extra = {o: (right_row.get(col) if matched else None) for o, col in c.items()}
-                return {**left, **extra, "__matched": matched}
+            def merge(
+                left: dict[str, Any],
+                t: TableView = view,
+                c: dict[str, str] = columns,
+                on: str = join.on,
+            ) -> dict[str, Any]:
+                if left["__op"] == "d":
+                    return {**left, "__matched": True}
+                right_row = t.get(left.get(on))
+                extra = {o: (right_row.get(col) if right_row else None) for o, col in c.items()}
+                return {**left, **extra, "__matched": right_row is not None}
 
-            sdf = sdf.join_asof(
-                right,
-                how="left",
-                on_merge=merge,
-                name=f"{spec.name}_{join.table.replace('.', '_')}",
-            )
+            sdf = sdf.apply(merge)
             if join.how == "inner":
-                sdf = sdf.filter(lambda v: v["__op"] == "d" or v.get("__matched"))
+                sdf = sdf.filter(lambda v: bool(v.get("__matched")))
             sdf = sdf.apply(lambda v: {k: x for k, x in v.items() if k != "__matched"})
         for out, text in spec.derive.items():
             expression = Expression(text)
@@ -390,9 +382,7 @@ class Processing:
         sums = {out: Expression(text) for out, text in window.sum.items()}
         sdf = sdf.filter(lambda v: v["__op"] == "c")
         sdf = sdf.set_timestamp(lambda v, _k, ts, _h: v.get("__ts") or ts)
-        sdf = sdf.group_by(
-            lambda v, k=window.key: str(v.get(k)), name=f"{spec.name}_by_{window.key}"
-        )
+        sdf = sdf.group_by(lambda v, k=window.key: str(v.get(k)), name=f"{spec.name}_w")
         duration = int(window.seconds * 1000)
         grace = int(window.grace_seconds * 1000)
 
@@ -482,4 +472,10 @@ class Processing:
             self.app.stop()
 
         threading.Thread(target=watch, daemon=True, name="processing-stop").start()
-        self.app.run()
+        for view in self._views.values():
+            view.start()  # bootstrap: events meet every row captured before them
+        try:
+            self.app.run()
+        finally:
+            for view in self._views.values():
+                view.stop()
