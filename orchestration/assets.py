@@ -25,11 +25,12 @@ import psycopg2
 from dagster import AssetKey, AssetSpec
 
 from sluiceway.connect import postgres_connection
-from sluiceway.pipeline import AnyTarget, Pipeline
+from sluiceway.pipeline import AnyTarget, JoinSpec, Pipeline
 from sluiceway.settings import Settings
 
 __all__ = [
     "dlq_key",
+    "enriched",
     "owners",
     "pipeline_specs",
     "source_key",
@@ -116,6 +117,22 @@ def target_keys(pipeline: Pipeline, target: AnyTarget, schema: str, table: str) 
     ]
 
 
+def enriched(pipeline: Pipeline) -> list[tuple[str, str]]:
+    """The enrichment outputs as (schema, table) pairs: loaders load them as tables."""
+    return [("enriched", p.name) for p in pipeline.processors]
+
+
+def _processor_deps(pipeline: Pipeline, source: str, joins: list[JoinSpec]) -> list[AssetKey]:
+    names = {p.name for p in pipeline.processors}
+    inputs = [source, *(j.table for j in joins)]
+    return [
+        topic_key(pipeline, "enriched", name)
+        if name in names
+        else topic_key(pipeline, *name.split(".", 1))
+        for name in inputs
+    ]
+
+
 def pipeline_specs(pipeline: Pipeline, settings: Settings) -> list[AssetSpec]:
     """The external assets of a pipeline: source tables, change topics, the dead-letter topic."""
     group, team = pipeline.name, owners(pipeline)
@@ -141,6 +158,19 @@ def pipeline_specs(pipeline: Pipeline, settings: Settings) -> list[AssetSpec]:
                 "Debezium envelope (fed by the capture stream)",
                 kinds={"kafka"},
                 metadata={"topic": topic, "partitions": pipeline.topics.partitions},
+                group_name=group,
+                owners=team,
+            )
+        )
+    for processor in pipeline.processors:
+        specs.append(
+            AssetSpec(
+                topic_key(pipeline, "enriched", processor.name),
+                deps=_processor_deps(pipeline, processor.source, processor.join),
+                description=f"Kafka topic {pipeline.topic_prefix}.enriched.{processor.name}: "
+                f"{processor.source} processed (fed by the processing stream)",
+                kinds={"kafka"},
+                metadata={"topic": f"{pipeline.topic_prefix}.enriched.{processor.name}"},
                 group_name=group,
                 owners=team,
             )

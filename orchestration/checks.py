@@ -298,11 +298,18 @@ def _dead_letters(pipeline: Pipeline) -> AssetChecksDefinition:
 
 
 def pipeline_checks(
-    pipeline: Pipeline, tables: list[tuple[str, str]]
+    pipeline: Pipeline,
+    tables: list[tuple[str, str]],
+    outputs: list[tuple[str, str]] | None = None,
 ) -> list[AssetChecksDefinition]:
-    """Every check of a pipeline's assets."""
+    """Every check of a pipeline's assets (parity only for captured tables: an enrichment
+    output has no source table to compare with)."""
     checks = [_dead_letters(pipeline)]
     for target in pipeline.targets:
+        for schema, table in outputs or []:
+            if target.kind != "s3":
+                checks.append(_consumer_lag(pipeline, target, schema, table))
+            checks.append(_freshness(pipeline, target, schema, table))
         for schema, table in tables:
             if target.kind != "s3":
                 checks.append(_consumer_lag(pipeline, target, schema, table))

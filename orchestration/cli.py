@@ -33,7 +33,7 @@ from orchestration.demo import Workload, create_shop
 from orchestration.instance import dagster_home
 from orchestration.snapshots import capture_stream_name
 from orchestration.streams import StreamStore
-from orchestration.workers import load_stream_name
+from orchestration.workers import load_stream_name, process_stream_name
 from sluiceway.errors import SluicewayError
 from sluiceway.pipeline import Pipeline, list_pipelines, load_pipeline
 from sluiceway.settings import REPO_ROOT, Settings, load_settings
@@ -98,7 +98,8 @@ def ui() -> None:
 
 
 def _streams(pipeline: Pipeline) -> list[str]:
-    return [capture_stream_name(pipeline)] + [
+    processing = [process_stream_name(pipeline)] if pipeline.processors else []
+    return [capture_stream_name(pipeline), *processing] + [
         load_stream_name(pipeline, t) for t in pipeline.targets
     ]
 
@@ -230,6 +231,8 @@ def _line(store: StreamStore, streams: list[str], workload: Workload, elapsed: f
             parts.append(f"{name} starting")
         elif "events" in numbers:
             parts.append(f"{name} {numbers.get('phase')} {numbers['events']:,} events")
+        elif "events in" in numbers:
+            parts.append(f"{name} {numbers['events in']:,} in, {numbers['events out']:,} out")
         else:
             parts.append(
                 f"{name} {numbers.get('changes loaded', 0):,} loaded, "

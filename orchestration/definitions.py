@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from dagster import AssetChecksDefinition, AssetsDefinition, AssetSpec, Definitions, JobDefinition
 
-from orchestration.assets import pipeline_specs, tables
+from orchestration.assets import enriched, pipeline_specs, tables
 from orchestration.batch import batch_load
 from orchestration.checks import parity_schedule, pipeline_checks
 from orchestration.resources import SluicewayResource
 from orchestration.snapshots import snapshot_job
 from orchestration.stack_health import stack_health
 from orchestration.supervisor import supervisor
-from orchestration.workers import capture_stream, load_stream
+from orchestration.workers import capture_stream, load_stream, process_stream
 from sluiceway.pipeline import list_pipelines
 from sluiceway.settings import Settings, load_settings
 
@@ -33,12 +33,15 @@ def build(settings: Settings) -> Definitions:
     jobs: list[JobDefinition] = [stack_health]
     for pipeline in list_pipelines(settings.pipelines_dir):
         captured = tables(pipeline, settings)
+        loaded = captured + enriched(pipeline)  # enrichment topics load as tables too
         assets += pipeline_specs(pipeline, settings)
         streams.append(capture_stream(pipeline, captured))
+        if pipeline.processors:
+            streams.append(process_stream(pipeline))
         for target in pipeline.targets:
-            assets.append(batch_load(pipeline, target, captured))
-            streams.append(load_stream(pipeline, target, captured))
-        checks += pipeline_checks(pipeline, captured)
+            assets.append(batch_load(pipeline, target, loaded))
+            streams.append(load_stream(pipeline, target, loaded))
+        checks += pipeline_checks(pipeline, captured, enriched(pipeline))
         jobs.append(snapshot_job(pipeline, captured))
     schedule = parity_schedule(checks)
     return Definitions(

@@ -77,11 +77,20 @@ def supervisor(jobs: list[JobDefinition]) -> SensorDefinition:
                     state = store.update(name, _lost)
                 else:
                     continue  # started moments ago: the worker has not reported yet
-            if run is not None and state.run_id == run.run_id and not _reported(state):
-                # The run ended without its worker saying why: the process died.
+            stopped = run is not None and run.status == DagsterRunStatus.SUCCESS
+            if (
+                run is not None
+                and state.run_id == run.run_id
+                and not stopped
+                and not _reported(state)
+            ):
+                # The run failed without its worker saying why: the process died.
                 ended = run.status.value.lower()
                 state = store.update(name, lambda s, e=ended: _died(s, e))  # type: ignore[misc]
-            reason = state.last_failure or "never started"
+            if stopped:
+                reason = "wanted running again after a clean stop"
+            else:
+                reason = state.last_failure or "never started"
             wait = backoff_seconds(state.restarts)
             if state.last_failure_at and now - state.last_failure_at < wait:
                 context.log.info(

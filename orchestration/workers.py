@@ -17,10 +17,17 @@ from orchestration.snapshots import capture_stream_name
 from orchestration.streams import Worker, stream_job
 from sluiceway.pipeline import AnyTarget, Pipeline
 from sluiceway.settings import Settings
+from streaming.processors.app import Processing
 from streaming.sources.postgres.capture import PostgresCapture
 from streaming.sources.postgres.pgoutput import format_lsn
 
-__all__ = ["capture_stream", "load_stream", "load_stream_name"]
+__all__ = [
+    "capture_stream",
+    "load_stream",
+    "load_stream_name",
+    "process_stream",
+    "process_stream_name",
+]
 
 LAG_EVERY_SECONDS = 10.0
 
@@ -67,6 +74,35 @@ def capture_stream(pipeline: Pipeline, tables: list[tuple[str, str]]) -> JobDefi
         lambda settings: PostgresCapture(settings, pipeline),
         numbers,
         [topic_key(pipeline, s, t) for s, t in tables],
+        {"sluiceway/pipeline": pipeline.name},
+    )
+
+
+def process_stream_name(pipeline: Pipeline) -> str:
+    return f"{pipeline.name}_process"
+
+
+def process_stream(pipeline: Pipeline) -> JobDefinition:
+    """The processing stream: change topics → enrichment topics."""
+    rate = _Rate()
+
+    def numbers(worker: Worker) -> dict[str, Any]:
+        assert isinstance(worker, Processing)
+        stats = worker.stats
+        return {
+            "events in": stats.events_in,
+            "events out": stats.events_out,
+            "events/s": rate(stats.events_in),
+            "late (dropped)": stats.late,
+            "dead letters": stats.dead_letters,
+        }
+
+    return stream_job(
+        process_stream_name(pipeline),
+        f"Process {pipeline.name}'s change topics into enrichment topics, until stopped",
+        lambda settings: Processing(settings, pipeline),
+        numbers,
+        [topic_key(pipeline, "enriched", p.name) for p in pipeline.processors],
         {"sluiceway/pipeline": pipeline.name},
     )
 

@@ -151,7 +151,8 @@ class JoinSpec(_Spec):
     drops them."""
 
     table: str = Field(description="schema.table of this pipeline whose current row joins")
-    on: str = Field(description="the event's field holding the other table's primary key")
+    # Not "on": YAML reads a bare `on` as true.
+    key: str = Field(description="the event's field holding the joined table's primary key")
     columns: dict[str, str] = Field(
         default_factory=dict, description="output name -> column of the joined table"
     )

@@ -331,7 +331,7 @@ class Processing:
                 left: dict[str, Any],
                 t: TableView = view,
                 c: dict[str, str] = columns,
-                on: str = join.on,
+                on: str = join.key,
             ) -> dict[str, Any]:
                 if left["__op"] == "d":
                     return {**left, "__matched": True}

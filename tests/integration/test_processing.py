@@ -48,7 +48,7 @@ PROCESSORS = [
         join=[
             JoinSpec(
                 table="public.customers",
-                on="customer_id",
+                key="customer_id",
                 columns={"customer_name": "name", "customer_country": "country"},
             )
         ],
@@ -60,7 +60,7 @@ PROCESSORS = [
         join=[
             JoinSpec(
                 table="public.products",
-                on="product_id",
+                key="product_id",
                 columns={"category": "category"},
                 how="inner",
             )

@@ -86,3 +86,44 @@ def test_adding_a_table_or_target_adds_assets(tmp_path: Path) -> None:
     assert AssetKey(["store", "duckdb", "refunds"]) in added
     assert AssetKey(["store", "s3", "orders__history"]) in added  # s3 keeps history
     assert set(before) <= set(after)
+
+
+def test_processors_add_enrichment_topics_streams_and_tables(tmp_path: Path) -> None:
+    directory = tmp_path / "p"
+    directory.mkdir()
+    (directory / "store.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "store",
+                "source": {
+                    "database": "store",
+                    "tables": {"include": ["public.orders", "public.customers"]},
+                },
+                "processors": [
+                    {
+                        "name": "orders_enriched",
+                        "source": "public.orders",
+                        "join": [{"table": "public.customers", "key": "customer_id"}],
+                    },
+                    {
+                        "name": "per_country",
+                        "source": "orders_enriched",
+                        "window": {"seconds": 60, "key": "customers_country", "count": "n"},
+                    },
+                ],
+                "targets": [{"kind": "duckdb"}],
+            }
+        )
+    )
+    defs = build(load_settings().model_copy(update={"pipelines_dir": directory}))
+    Definitions.validate_loadable(defs)
+    graph = _graph(defs)
+    enriched = AssetKey(["store", "kafka", "store.enriched.orders_enriched"])
+    assert graph[enriched][0] == {
+        AssetKey(["store", "kafka", "store.public.orders"]),
+        AssetKey(["store", "kafka", "store.public.customers"]),
+    }
+    window = AssetKey(["store", "kafka", "store.enriched.per_country"])
+    assert graph[window][0] == {enriched}
+    assert graph[AssetKey(["store", "duckdb", "enriched_per_country"])][0] == {window}
+    assert "store_process" in {j.name for j in defs.resolve_all_job_defs()}
