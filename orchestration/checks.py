@@ -1,7 +1,7 @@
 """Asset checks: parity, freshness, consumer lag, an empty dead-letter topic.
 
-- **parity** on each current-state table of a DuckDB or PostgreSQL target: the source table
-  and the target table compared by key range (`loaders.parity`: counts and checksums, the
+- **parity** on each current-state table of every target but S3 (the archive): the source
+  table and the target table compared by key range (`loaders.parity`: counts and checksums, the
   differing keys listed). A nightly schedule runs it;
 - **freshness** on the same tables: commit → target lag — how far the newest change the
   target holds is behind the newest change Kafka holds for the table (zero when the load has
@@ -37,8 +37,15 @@ from loaders.sql import q
 from loaders.targets import open_sink
 from orchestration.assets import dlq_key, target_keys, topic_key
 from orchestration.resources import SluicewayResource
-from sluiceway.connect import postgres_connection
-from sluiceway.pipeline import AnyTarget, DuckDBTarget, Pipeline, PostgresTarget
+from sluiceway.connect import bigquery_client, postgres_connection, snowflake_connection
+from sluiceway.pipeline import (
+    AnyTarget,
+    BigQueryTarget,
+    DuckDBTarget,
+    Pipeline,
+    S3Target,
+    SnowflakeTarget,
+)
 from sluiceway.settings import Settings
 
 __all__ = ["parity_schedule", "pipeline_checks"]
@@ -114,6 +121,24 @@ def _target_rows(
             conn.close()
         for row in rows:
             yield tuple(row[i] for i in index), tuple(row)
+        return
+    if isinstance(target, BigQueryTarget):
+        client = bigquery_client(settings.bigquery)
+        names = ", ".join(f"`{c}`" for c in columns)
+        dataset = f"{settings.bigquery.project}.{schema}"
+        for row in client.query(f"SELECT {names} FROM `{dataset}.{table}`").result():
+            values = tuple(row.values())
+            yield tuple(values[i] for i in index), values
+        return
+    if isinstance(target, SnowflakeTarget):
+        conn = snowflake_connection(settings.snowflake)
+        try:
+            cur = conn.cursor()
+            cur.execute(f"SELECT {names} FROM {settings.snowflake.database}.{schema}.{q(table)}")
+            for row in cur.fetchall():
+                yield tuple(row[i] for i in index), tuple(row)
+        finally:
+            conn.close()
         return
     pg = postgres_connection(settings.postgres, database=target.database)  # type: ignore[union-attr]
     try:
@@ -313,7 +338,7 @@ def pipeline_checks(
         for schema, table in tables:
             if target.kind != "s3":
                 checks.append(_consumer_lag(pipeline, target, schema, table))
-            if isinstance(target, DuckDBTarget | PostgresTarget) and target.mode != "history":
+            if not isinstance(target, S3Target) and target.mode != "history":
                 name = table if schema == "public" else f"{schema}_{table}"
                 checks.append(_parity(pipeline, target, schema, table, name))
             checks.append(_freshness(pipeline, target, schema, table))

@@ -16,11 +16,12 @@ from dagster._core.storage.tags import (
 )
 
 from loaders.duckdb.sink import open_duckdb
+from loaders.runner import Loader
 from orchestration.batch import batch_load, partitions_of
 from orchestration.checks import pipeline_checks
 from orchestration.resources import SluicewayResource
 from orchestration.snapshots import snapshot_job
-from sluiceway.pipeline import DuckDBTarget, Pipeline
+from sluiceway.pipeline import BigQueryTarget, DuckDBTarget, Pipeline, SnowflakeTarget
 from sluiceway.settings import Settings
 from stack.manager import Stack
 from tests.integration.capture_support import (
@@ -31,7 +32,7 @@ from tests.integration.capture_support import (
     wait_caught_up,
 )
 from tests.integration.conftest import require
-from tests.integration.test_loaders import COLUMNS, _pg_rows, _setup, _workload
+from tests.integration.test_loaders import COLUMNS, _pg_rows, _setup, _sink, _workload
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -160,3 +161,43 @@ def test_snapshot_job_resnapshots_a_live_pipeline(
         rows = len(_pg_rows(conn))
         # Every row once more, as a snapshot read ('r'), on top of the initial snapshot.
         assert after.count("r") == before.count("r") + rows
+
+
+@pytest.mark.parametrize("kind", ["bigquery", "snowflake"])
+def test_parity_on_warehouse_targets(
+    settings: Settings, stack: Stack, unique: str, tmp_path: Path, kind: str
+) -> None:
+    require(stack, "postgres")
+    require(stack, {"snowflake": "fakesnow"}.get(kind, kind))
+    target = (
+        BigQueryTarget(mode="current") if kind == "bigquery" else SnowflakeTarget(mode="current")
+    )
+    pipeline = make_pipeline(unique, topics={"partitions": 2}).model_copy(
+        update={"targets": [target]}
+    )
+    with (
+        temporary_database(settings, unique) as conn,
+        _sink(kind, settings, unique, tmp_path / "x") as sink,
+    ):
+        _setup(conn)
+        with capture_running(settings, pipeline) as capture:
+            _workload(conn, 200, 5)
+            wait_caught_up(capture, conn)
+        Loader(settings, pipeline, sink, mode="current").load_window(0, 4_102_444_800_000)
+        checks = pipeline_checks(pipeline, TABLES)
+        defs = Definitions(
+            asset_checks=checks,
+            resources={"sluiceway": SluicewayResource()},
+            jobs=[
+                define_asset_job(
+                    "checks",
+                    selection=AssetSelection.checks_for_assets(AssetKey([unique, kind, "orders"])),
+                )
+            ],
+        )
+        result = defs.resolve_job_def("checks").execute_in_process()
+        evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+        parity = evaluations["parity"]
+        metadata = {k: v.value for k, v in parity.metadata.items()}
+        assert parity.passed, metadata
+        assert metadata["source rows"] == metadata["target rows"] > 0
