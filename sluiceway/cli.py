@@ -10,6 +10,7 @@ from orchestration.cli import backfill, demo, stream_app, ui
 from sluiceway.errors import SluicewayError
 from stack.cli import app as stack_app
 from streaming.cli import capture_app, pipelines_app
+from streaming.processors.cli import process_app
 
 __all__ = ["app", "main"]
 
@@ -21,6 +22,7 @@ app = typer.Typer(
 app.add_typer(stack_app, name="stack")
 app.add_typer(pipelines_app, name="pipelines")
 app.add_typer(capture_app, name="capture")
+app.add_typer(process_app, name="process")
 app.add_typer(load_app, name="load")
 app.add_typer(stream_app, name="stream")
 app.command()(ui)

@@ -30,14 +30,22 @@ import contextlib
 import logging
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 import orjson
 from confluent_kafka import Producer
-from quixstreams import Application
-from quixstreams.kafka.configuration import ConnectionConfig
+
+with warnings.catch_warnings():
+    # authlib, under quixstreams, warns about its own modules at import, after installing an
+    # "always" filter for its warnings: ours goes in front of that one.
+    import authlib.deprecate  # type: ignore[import-untyped]  # noqa: F401
+
+    warnings.filterwarnings("ignore", message="The httpx module is deprecated")
+    from quixstreams import Application
+    from quixstreams.kafka.configuration import ConnectionConfig
 
 from loaders.schemas import SchemaCatalog
 from sluiceway.connect import kafka_admin

@@ -15,7 +15,17 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_commands_are_listed() -> None:
     result = _cli("--help")
     assert result.returncode == 0
-    for command in ("stack", "pipelines", "capture", "load", "ui"):
+    for command in (
+        "stack",
+        "pipelines",
+        "capture",
+        "process",
+        "load",
+        "stream",
+        "backfill",
+        "demo",
+        "ui",
+    ):
         assert command in result.stdout
 
 
