@@ -104,18 +104,6 @@ def _streams(pipeline: Pipeline) -> list[str]:
     ]
 
 
-def _alive(pid: int | None) -> bool:
-    if pid is None:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _stop_streams(store: StreamStore, names: list[str], timeout: float = 90.0) -> None:
     for name in names:
         store.want(name, "stopped")
@@ -123,7 +111,7 @@ def _stop_streams(store: StreamStore, names: list[str], timeout: float = 90.0) -
     with console.status("stopping streams (flush, confirm positions)"):
         while time.monotonic() < deadline:
             states = [store.read(n) for n in names]
-            if not any(s.fresh() and _alive(s.pid) for s in states):
+            if not any(s.running() for s in states):
                 return
             time.sleep(0.5)
     console.print("[yellow]some streams did not stop in time[/yellow]")
@@ -167,7 +155,7 @@ def stream_status() -> None:
     for name in names:
         state = store.read(name)
         age = f"{time.time() - state.heartbeat:,.0f} s ago" if state.heartbeat else "never"
-        running = "yes" if state.fresh() and _alive(state.pid) else "no"
+        running = "yes" if state.running() else "no"
         table.add_row(
             name, state.desired, running, age, str(state.restarts), (state.last_failure or "")[:60]
         )

@@ -50,6 +50,18 @@ HEARTBEAT_SECONDS = 2.0
 HEARTBEAT_STALE_SECONDS = 30.0
 
 
+def _alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @dataclass
 class StreamState:
     """What the state file of one stream holds."""
@@ -64,6 +76,10 @@ class StreamState:
     last_failure: str | None = None
     last_failure_at: float | None = None
     numbers: dict[str, Any] = field(default_factory=dict)
+
+    def running(self) -> bool:
+        """Whether the worker reports and its process is alive."""
+        return self.fresh() and _alive(self.pid)
 
     def fresh(self, now: float | None = None) -> bool:
         """Whether the worker reported within the staleness limit."""
@@ -122,18 +138,6 @@ class StreamStore:
         return self.update(name, change)
 
 
-def _alive(pid: int | None) -> bool:
-    if pid is None:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class Worker(Protocol):
     """What a stream runs: capture or a continuous loader."""
 
@@ -163,7 +167,7 @@ def stream_job(
         store = StreamStore(settings)
         run_id = context.run_id
         current = store.read(name)
-        if current.run_id not in (None, run_id) and current.fresh() and _alive(current.pid):
+        if current.run_id not in (None, run_id) and current.running():
             raise Failure(
                 f"{name} is already running in run {current.run_id} (process {current.pid}); "
                 "stop it first (terminate that run, or `sluiceway stream stop`)"
