@@ -22,10 +22,11 @@ import fnmatch
 import logging
 
 import psycopg2
+import pymysql
 from dagster import AssetKey, AssetSpec
 
-from sluiceway.connect import postgres_connection
-from sluiceway.pipeline import AnyTarget, JoinSpec, Pipeline
+from sluiceway.connect import mariadb_connection, postgres_connection
+from sluiceway.pipeline import AnyTarget, JoinSpec, MySQLSource, Pipeline, QuerySource
 from sluiceway.settings import Settings
 
 __all__ = [
@@ -62,9 +63,33 @@ def owners(pipeline: Pipeline) -> list[str]:
     return [pipeline.owner if "@" in pipeline.owner else f"team:{pipeline.owner}"]
 
 
+def _mysql_tables(source: MySQLSource, settings: Settings) -> list[tuple[str, str]]:
+    try:
+        conn = mariadb_connection(settings.mariadb, database=source.database)
+    except pymysql.Error as exc:
+        log.warning("MariaDB unreachable, captured tables not resolved: %s", exc)
+        return []
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT table_schema, table_name FROM information_schema.tables WHERE "
+                "table_type = 'BASE TABLE' AND table_schema NOT IN ('mysql', "
+                "'information_schema', 'performance_schema', 'sys') ORDER BY 1, 2"
+            )
+            found = [(str(s), str(t)) for s, t in cur.fetchall()]
+    finally:
+        conn.close()
+    return [(s, t) for s, t in found if source.tables.matches(s, t)]
+
+
 def tables(pipeline: Pipeline, settings: Settings) -> list[tuple[str, str]]:
     """The (schema, table) pairs the pipeline captures, as far as can be known now."""
-    selection = pipeline.source.tables
+    source = pipeline.source
+    if isinstance(source, QuerySource):
+        return [(t.table.split(".", 1)[0], t.table.split(".", 1)[1]) for t in source.tables]
+    if isinstance(source, MySQLSource):
+        return _mysql_tables(source, settings)
+    selection = source.tables
     explicit = [
         tuple(entry.split(".", 1)) if "." in entry else ("public", entry)
         for entry in selection.include
@@ -137,7 +162,10 @@ def pipeline_specs(pipeline: Pipeline, settings: Settings) -> list[AssetSpec]:
     """The external assets of a pipeline: source tables, change topics, the dead-letter topic."""
     group, team = pipeline.name, owners(pipeline)
     specs = []
-    database = pipeline.source.database or settings.postgres.database
+    source = pipeline.source
+    database = source.database or (
+        settings.mariadb.database if source.kind == "mysql" else settings.postgres.database
+    )
     for schema, table in tables(pipeline, settings):
         specs.append(
             AssetSpec(

@@ -338,7 +338,8 @@ def pipeline_checks(
         for schema, table in tables:
             if target.kind != "s3":
                 checks.append(_consumer_lag(pipeline, target, schema, table))
-            if not isinstance(target, S3Target) and target.mode != "history":
+            comparable = not isinstance(target, S3Target) and target.mode != "history"
+            if comparable and pipeline.source.kind == "postgres":
                 name = table if schema == "public" else f"{schema}_{table}"
                 checks.append(_parity(pipeline, target, schema, table, name))
             checks.append(_freshness(pipeline, target, schema, table))

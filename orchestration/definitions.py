@@ -42,7 +42,8 @@ def build(settings: Settings) -> Definitions:
             assets.append(batch_load(pipeline, target, loaded))
             streams.append(load_stream(pipeline, target, loaded))
         checks += pipeline_checks(pipeline, captured, enriched(pipeline))
-        jobs.append(snapshot_job(pipeline, captured))
+        if pipeline.source.kind == "postgres":  # incremental snapshots travel through the WAL
+            jobs.append(snapshot_job(pipeline, captured))
     schedule = parity_schedule(checks)
     return Definitions(
         assets=assets,

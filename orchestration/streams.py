@@ -1,7 +1,7 @@
 """Streaming assets: capture and continuous loads as never-ending Dagster runs, supervised.
 
 Dagster has no never-ending asset, so a stream is a job whose one op runs the worker
-(`PostgresCapture`, a continuous `Loader`) in a thread until told to stop, and reports while
+(a capture, a continuous `Loader`) in a thread until told to stop, and reports while
 it runs:
 
 - every few seconds a heartbeat into the stream's state file (``<state>/streams/<job>.json``:

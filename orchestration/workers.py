@@ -18,8 +18,7 @@ from orchestration.streams import Worker, stream_job
 from sluiceway.pipeline import AnyTarget, Pipeline
 from sluiceway.settings import Settings
 from streaming.processors.app import Processing
-from streaming.sources.postgres.capture import PostgresCapture
-from streaming.sources.postgres.pgoutput import format_lsn
+from streaming.sources import capture_for, describe_position
 
 __all__ = [
     "capture_stream",
@@ -49,18 +48,17 @@ class _Rate:
 
 
 def capture_stream(pipeline: Pipeline, tables: list[tuple[str, str]]) -> JobDefinition:
-    """The capture stream: PostgreSQL → change topics."""
+    """The capture stream: the source database → change topics."""
     rate = _Rate()
 
     def numbers(worker: Worker) -> dict[str, Any]:
-        assert isinstance(worker, PostgresCapture)
-        stats = worker.stats
+        stats = worker.stats  # type: ignore[attr-defined]
         return {
             "phase": stats.phase,
             "events": stats.events,
             "events/s": rate(stats.events),
             "transactions": stats.transactions,
-            "confirmed lsn": format_lsn(stats.confirmed_lsn),
+            "confirmed position": describe_position(pipeline, stats.confirmed_lsn),
             "lag (ms)": stats.lag_ms(),
             "retained WAL (MiB)": round(stats.retained_wal_bytes / 2**20, 2),
             "snapshot rows": stats.snapshot_rows,
@@ -70,8 +68,8 @@ def capture_stream(pipeline: Pipeline, tables: list[tuple[str, str]]) -> JobDefi
 
     return stream_job(
         capture_stream_name(pipeline),
-        f"Capture {pipeline.name} from PostgreSQL into Kafka, until stopped",
-        lambda settings: PostgresCapture(settings, pipeline),
+        f"Capture {pipeline.name} from {pipeline.source.kind} into Kafka, until stopped",
+        lambda settings: capture_for(settings, pipeline),
         numbers,
         [topic_key(pipeline, s, t) for s, t in tables],
         {"sluiceway/pipeline": pipeline.name},

@@ -11,7 +11,9 @@ Retry code branches on the two marker mixins, never on message text::
      │    └── ServiceUnhealthy (Terminal)  a server did not become healthy: carries its log tail
      ├── SourceError                       reading a source database
      │    ├── SourceUnavailable (Transient)
-     │    └── SourceFatal (Terminal)       slot gone, permission denied, ...
+     │    └── SourceFatal (Terminal)       slot gone, binlog purged, permission denied, ...
+     │         └── RecordFailed            one record failed (decode, transform) under
+     │                                     errors.tolerance none: names it and its position
      ├── KafkaError                        producing to or consuming from Kafka
      │    ├── KafkaUnavailable (Transient)
      │    └── KafkaFatal (Terminal)
@@ -37,6 +39,7 @@ __all__ = [
     "KafkaUnavailable",
     "MissingDependency",
     "PortInUse",
+    "RecordFailed",
     "ServiceUnhealthy",
     "SettingsError",
     "SinkError",
@@ -98,6 +101,12 @@ class SourceUnavailable(SourceError, Transient):
 
 class SourceFatal(SourceError, Terminal):
     """The source cannot be read without a human: slot gone, permission denied, ..."""
+
+
+class RecordFailed(SourceFatal):
+    """Capture could not turn one source record into an event (decode, transform, serialize)
+    and ``errors.tolerance`` is none: the message names the pipeline, stage, table, position
+    and error."""
 
 
 class KafkaError(SluicewayError):

@@ -24,7 +24,7 @@ import fnmatch
 import re
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -35,15 +35,20 @@ from sluiceway.validation import describe_errors
 
 __all__ = [
     "PIPELINES_DIR",
+    "AnySource",
     "AnyTarget",
+    "AnyTransform",
     "BigQueryTarget",
     "DuckDBTarget",
     "ErrorPolicy",
     "JoinSpec",
+    "MySQLSource",
     "Pipeline",
     "PostgresSource",
     "PostgresTarget",
     "ProcessorSpec",
+    "QuerySource",
+    "QueryTable",
     "S3Target",
     "SnowflakeTarget",
     "TableSelection",
@@ -105,6 +110,214 @@ class PostgresSource(_Spec):
     replica_identity_full: bool = Field(
         False, description="set REPLICA IDENTITY FULL on captured tables (complete before images)"
     )
+
+
+class MySQLSource(_Spec):
+    """Log-based capture from the row-based binlog of MariaDB or MySQL."""
+
+    kind: Literal["mysql"] = "mysql"
+    database: str | None = Field(None, description="database; default: settings' mariadb.database")
+    tables: TableSelection = Field(
+        TableSelection(include=["*.*"]), description="'database.table' patterns to capture"
+    )
+    server_id: int | None = Field(
+        None, ge=2, lt=2**32, description="replica server id; default: derived from the name"
+    )
+    snapshot: Literal["initial", "never"] = Field(
+        "initial", description="initial: read the tables once, then stream from that position"
+    )
+    snapshot_fetch_rows: int = Field(10_000, ge=100, description="rows per snapshot fetch")
+    zero_dates: Literal["null", "fail"] = Field(
+        "null",
+        description="DATE/DATETIME '0000-00-00': null (as Debezium), or fail the record "
+        "(dead-letter topic or stop, per errors.tolerance)",
+    )
+    heartbeat_seconds: float = Field(10.0, gt=0, description="server heartbeat while idle")
+    status_seconds: float = Field(1.0, gt=0, description="interval of position saves")
+
+
+class QueryTable(_Spec):
+    """One table polled by query (the Kafka Connect JDBC source's modes)."""
+
+    table: str = Field(description="schema.table (SQLite: main.table)")
+    mode: Literal["incrementing", "timestamp", "timestamp+incrementing"] = Field(
+        description="incrementing: new rows by a growing column; timestamp: changed rows by a "
+        "last-modified column; both: the timestamp, ties broken by the incrementing column"
+    )
+    incrementing_column: str | None = Field(None, description="a strictly growing column")
+    timestamp_column: str | None = Field(None, description="a last-modified column")
+    key: list[str] | None = Field(None, description="key columns; default: the primary key")
+
+    @model_validator(mode="after")
+    def _columns(self) -> QueryTable:
+        if "incrementing" in self.mode and not self.incrementing_column:
+            raise ValueError(f"mode {self.mode} needs incrementing_column")
+        if "timestamp" in self.mode and not self.timestamp_column:
+            raise ValueError(f"mode {self.mode} needs timestamp_column")
+        if "." not in self.table:
+            raise ValueError(f"table {self.table!r} must be schema-qualified")
+        return self
+
+
+class QuerySource(_Spec):
+    """Query-based capture: polls any SQLAlchemy database. The fallback when no log can be
+    read: it sees neither deletes nor the intermediate states between two polls."""
+
+    kind: Literal["query"] = "query"
+    url: str = Field(
+        description="SQLAlchemy URL without the password (e.g. postgresql+psycopg2://u@h:5432/db, "
+        "mysql+pymysql://u@h:3306/db, sqlite:///path.db); 'postgres' or 'mariadb' mean the "
+        "settings' servers"
+    )
+    database: str | None = Field(None, description="with url postgres/mariadb: the database")
+    password_env: str | None = Field(
+        None, description="environment variable holding the password (never in the file)"
+    )
+    tables: list[QueryTable] = Field(min_length=1)
+    poll_seconds: float = Field(1.0, gt=0, description="pause between polls when caught up")
+    delay_seconds: float = Field(
+        2.0,
+        ge=0,
+        description="timestamp modes: only read rows older than now minus this, so "
+        "transactions still in flight are not skipped",
+    )
+    batch_rows: int = Field(10_000, ge=1, description="most rows per query")
+
+
+AnySource = PostgresSource | MySQLSource | QuerySource
+Source = Annotated[AnySource, Field(discriminator="kind")]
+
+
+class _Transform(_Spec):
+    tables: list[str] | None = Field(
+        None, description="'schema.table' patterns this applies to; default: every table"
+    )
+
+    def applies(self, schema: str, table: str) -> bool:
+        if self.tables is None:
+            return True
+        name = f"{schema}.{table}"
+        return any(fnmatch.fnmatchcase(name, p) for p in self.tables)
+
+
+class DropFields(_Transform):
+    """ReplaceField (exclude): remove fields."""
+
+    type: Literal["drop"] = "drop"
+    fields: list[str] = Field(min_length=1)
+
+
+class KeepFields(_Transform):
+    """ReplaceField (include): keep only these fields (key columns always stay)."""
+
+    type: Literal["keep"] = "keep"
+    fields: list[str] = Field(min_length=1)
+
+
+class RenameFields(_Transform):
+    """ReplaceField (renames): old name -> new name."""
+
+    type: Literal["rename"] = "rename"
+    fields: dict[str, str] = Field(min_length=1)
+
+
+class MaskFields(_Transform):
+    """MaskField: replace values with fixed characters (``keep_last`` shows the tail)."""
+
+    type: Literal["mask"] = "mask"
+    fields: list[str] = Field(min_length=1)
+    char: str = Field("*", min_length=1, max_length=1)
+    length: int | None = Field(8, ge=1, description="mask length; null: the value's length")
+    keep_last: int = Field(0, ge=0, description="characters left visible at the end")
+
+
+class HashFields(_Transform):
+    """Salted SHA-256 (hex) of each value: joinable, not readable."""
+
+    type: Literal["hash"] = "hash"
+    fields: list[str] = Field(min_length=1)
+    salt_env: str = Field(description="environment variable holding the salt (a secret)")
+
+
+class CastFields(_Transform):
+    """Cast: field -> int64 | float64 | string | boolean | decimal."""
+
+    type: Literal["cast"] = "cast"
+    fields: dict[str, Literal["int64", "float64", "string", "boolean", "decimal"]] = Field(
+        min_length=1
+    )
+
+
+class FilterRecords(_Transform):
+    """Filter: keep only the events whose row (after, or before for deletes) matches."""
+
+    type: Literal["filter"] = "filter"
+    where: str
+
+    @model_validator(mode="after")
+    def _expression(self) -> FilterRecords:
+        from streaming.processors.expressions import Expression
+
+        Expression(self.where)
+        return self
+
+
+class InsertLineage(_Transform):
+    """InsertField / InsertHeader: where the event came from and when it was captured."""
+
+    type: Literal["lineage"] = "lineage"
+    into: Literal["headers", "fields"] = "headers"
+    prefix: str = Field("_lineage_", description="field-name prefix (into: fields)")
+
+
+class RouteTopic(_Transform):
+    """RegexRouter: rewrite the topic name."""
+
+    type: Literal["route"] = "route"
+    regex: str
+    replacement: str
+
+    @model_validator(mode="after")
+    def _regex(self) -> RouteTopic:
+        try:
+            re.compile(self.regex)
+        except re.error as exc:
+            raise ValueError(f"regex {self.regex!r}: {exc}") from None
+        return self
+
+
+class FlattenEnvelope(_Transform):
+    """ExtractNewRecordState: the plain row instead of the envelope, with ``__op``,
+    ``__deleted`` and ``__source_ts_ms``. Loaders and processors read envelopes, so a
+    pipeline that flattens has no targets or processors of its own."""
+
+    type: Literal["flatten"] = "flatten"
+    deletes: Literal["rewrite", "drop", "tombstone"] = Field(
+        "rewrite", description="rewrite: the before row with __deleted true"
+    )
+
+
+class PythonTransform(_Transform):
+    """A custom callable ``module:function`` taking and returning a `Record` (None drops)."""
+
+    type: Literal["python"] = "python"
+    callable: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+AnyTransform = (
+    DropFields
+    | KeepFields
+    | RenameFields
+    | MaskFields
+    | HashFields
+    | CastFields
+    | FilterRecords
+    | InsertLineage
+    | RouteTopic
+    | FlattenEnvelope
+    | PythonTransform
+)
+TransformSpec = Annotated[AnyTransform, Field(discriminator="type")]
 
 
 class TopicSettings(_Spec):
@@ -265,13 +478,24 @@ class Pipeline(_Spec):
     name: str = Field(description="lowercase identifier: letters, digits, _")
     description: str = ""
     owner: str | None = Field(None, description="team or person, shown in the orchestrator")
-    source: PostgresSource
+    source: Source
     topics: TopicSettings = TopicSettings()
+    transforms: list[TransformSpec] = Field(
+        [], description="capture-time transforms, in order, before events reach Kafka"
+    )
     targets: list[Target] = Field([], description="where the change topics are loaded")
     errors: ErrorPolicy = ErrorPolicy()
     processors: list[ProcessorSpec] = Field(
         [], description="stream processors writing <prefix>.enriched.<name>"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_kind(cls, data: Any) -> Any:
+        # A source without a kind is PostgreSQL (the first source, and the default).
+        if isinstance(data, dict) and isinstance(data.get("source"), dict):
+            data = {**data, "source": {"kind": "postgres", **data["source"]}}
+        return data
 
     @model_validator(mode="after")
     def _name(self) -> Pipeline:
@@ -279,15 +503,22 @@ class Pipeline(_Spec):
             raise ValueError(
                 f"name {self.name!r} must be lowercase letters, digits and _ (max 41 characters)"
             )
+        if any(t.type == "flatten" for t in self.transforms) and (self.targets or self.processors):
+            raise ValueError(
+                "transforms: flatten writes plain rows, but targets and processors read change "
+                "envelopes; flatten in a pipeline of its own (no targets, no processors)"
+            )
         return self
 
     @property
     def slot(self) -> str:
-        return self.source.slot or f"sluiceway_{self.name}"
+        slot = self.source.slot if isinstance(self.source, PostgresSource) else None
+        return slot or f"sluiceway_{self.name}"
 
     @property
     def publication(self) -> str:
-        return self.source.publication or f"sluiceway_{self.name}"
+        publication = self.source.publication if isinstance(self.source, PostgresSource) else None
+        return publication or f"sluiceway_{self.name}"
 
     @property
     def topic_prefix(self) -> str:

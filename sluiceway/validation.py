@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
@@ -11,16 +12,53 @@ __all__ = ["describe_errors"]
 _SECRET_WORDS = ("password", "secret", "token", "credential", "salt")
 
 
-def _field_description(model: Any, loc: tuple[Any, ...]) -> str | None:
+def _members(annotation: Any) -> list[Any]:
+    """The models an annotation may hold: itself, a union's members, a list's items."""
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    origin = get_origin(annotation)
+    if origin in (Union, UnionType):
+        return [m for arg in get_args(annotation) for m in _members(arg)]
+    if origin in (list, tuple, set, dict):
+        args = get_args(annotation)
+        return _members(args[-1]) if args else []
+    return [annotation]
+
+
+def _tag(model: Any) -> str | None:
+    fields = getattr(model, "model_fields", {})
+    for name in ("kind", "type"):
+        if name in fields and isinstance(fields[name].default, str):
+            return str(fields[name].default)
+    return None
+
+
+def _walk(model: Any, loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], str | None]:
+    """The location without union tags (``source.postgres.x`` is ``source.x``), and the
+    description of the field it ends at."""
+    shown: list[Any] = []
     description = None
+    candidates = [model]
     for part in loc:
-        fields = getattr(model, "model_fields", None)
-        if not fields or part not in fields:
-            return description
-        info = fields[part]
-        description = info.description
-        model = info.annotation
-    return description
+        if isinstance(part, int):  # a list index
+            shown.append(part)
+            continue
+        tagged = [m for m in candidates if _tag(m) == part]
+        if len(candidates) > 1 and tagged:  # a discriminated union's tag: not a field
+            candidates = tagged
+            continue
+        shown.append(part)
+        found = next(
+            (m.model_fields[part] for m in candidates if part in getattr(m, "model_fields", {})),
+            None,
+        )
+        if found is None:
+            candidates = []
+            description = None
+            continue
+        description = found.description
+        candidates = _members(found.annotation)
+    return tuple(shown), description
 
 
 def _shown(path: str, value: Any) -> str:
@@ -46,18 +84,21 @@ def describe_errors(
     """
     lines = []
     for error in exc.errors():
-        loc = tuple(error["loc"])
+        loc, described = _walk(model, tuple(error["loc"]))
         if not loc:  # a rule across fields: its message names the fields
             lines.append(f"  {error['msg']}")
             continue
         path = ".".join(str(p) for p in loc)
         shown = _shown(path, error.get("input"))
+        if error["type"] == "union_tag_invalid":  # name the tag field and its value
+            context = error.get("ctx", {})
+            path += "." + str(context.get("discriminator", "kind")).strip("'")
+            shown = str(context.get("tag"))
         if error["type"] == "extra_forbidden":
             lines.append(
                 f"  {path}: unknown setting (value {shown}); remove it or fix its spelling"
             )
             continue
-        described = _field_description(model, loc)
         hint = f" ({described})" if described else ""
         if error["type"] == "missing":
             lines.append(f"  {path}: missing; add {path}{hint} in {source}")

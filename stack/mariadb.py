@@ -90,6 +90,9 @@ class MariaDBService(Service):
             f"--log-bin={self.dir / 'binlog' / 'mariadb-bin'}",
             "--binlog-format=ROW",
             "--binlog-row-image=FULL",
+            # Column names, signedness, primary keys and ENUM/SET values in every table map:
+            # binlog capture decodes rows without asking the catalog.
+            "--binlog-row-metadata=FULL",
             f"--server-id={db.server_id}",
             "--binlog-expire-logs-seconds=604800",
             "--skip-name-resolve",

@@ -19,6 +19,7 @@ from rich.table import Table
 from sluiceway.errors import SluicewayError
 from sluiceway.pipeline import Pipeline, list_pipelines, load_pipeline
 from sluiceway.settings import Settings, load_settings
+from streaming.sources import capture_for, describe_position
 from streaming.sources.postgres.capture import CaptureStats, PostgresCapture
 from streaming.sources.postgres.catalog import drop_slot, slot_health
 from streaming.sources.postgres.incremental import request_snapshot
@@ -44,26 +45,32 @@ def list_() -> None:
         raise typer.Exit(1) from None
     table = Table("pipeline", "source", "tables", "topics", "slot")
     for p in pipelines:
-        tables = ", ".join(p.source.tables.include)
+        selection = p.source.tables
+        tables = ", ".join(
+            [t.table for t in selection] if isinstance(selection, list) else selection.include
+        )
         table.add_row(p.name, p.source.kind, tables, f"{p.topic_prefix}.*", p.slot)
     console.print(table)
 
 
-def _status_line(stats: CaptureStats) -> str:
-    return (
+def _status_line(pipeline: Pipeline, stats: CaptureStats) -> str:
+    line = (
         f"{stats.phase}: {stats.events:,} events, {stats.transactions:,} transactions, "
-        f"confirmed {format_lsn(stats.confirmed_lsn)}, lag {stats.lag_ms():,} ms, "
-        f"WAL retained {stats.retained_wal_bytes / 2**20:,.1f} MiB"
+        f"confirmed {describe_position(pipeline, stats.confirmed_lsn)}, lag {stats.lag_ms():,} ms"
     )
+    if pipeline.source.kind == "postgres":
+        line += f", WAL retained {stats.retained_wal_bytes / 2**20:,.1f} MiB"
+    return line
 
 
 @capture_app.command("run")
 def run(pipeline: PipelineName) -> None:
-    """Capture until SIGTERM or Ctrl-C, which flush Kafka and confirm positions before exit."""
+    """Capture until SIGTERM or Ctrl-C, which flush Kafka and confirm positions before exit
+    (PostgreSQL pgoutput, MariaDB/MySQL binlog or query polling, by the source's kind)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         spec = load_pipeline(pipeline)
-        capture = PostgresCapture(load_settings(), spec)
+        capture = capture_for(load_settings(), spec)
     except SluicewayError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
@@ -90,7 +97,7 @@ def run(pipeline: PipelineName) -> None:
                 rate=stats.snapshot_rows / elapsed,
             )
         else:
-            live.update(_status_line(stats))
+            live.update(_status_line(spec, stats))
 
     capture._on_stats = on_stats
     _stop_on_signals(capture.stop)
@@ -102,7 +109,7 @@ def run(pipeline: PipelineName) -> None:
     finally:
         if live.is_started:
             live.stop()
-    console.print(f"stopped cleanly; {_status_line(capture.stats)}")
+    console.print(f"stopped cleanly; {_status_line(spec, capture.stats)}")
 
 
 def _stop_on_signals(stop: threading.Event) -> None:
@@ -127,7 +134,24 @@ def _source(pipeline: str) -> Iterator[tuple[Pipeline, Settings, Any]]:
 
 @capture_app.command("status")
 def status(pipeline: PipelineName) -> None:
-    """The pipeline's replication slot: active, retained WAL and lag."""
+    """Where capture stands: the replication slot (PostgreSQL: active, retained WAL, lag) or
+    the saved binlog position / poll positions."""
+    spec = load_pipeline(pipeline)
+    if spec.source.kind != "postgres":
+        settings = load_settings()
+        from streaming.sources.mysql.capture import BinlogPosition
+        from streaming.sources.query.capture import QueryCapture
+
+        path = (
+            BinlogPosition.path(settings.state_dir, spec.name)
+            if spec.source.kind == "mysql"
+            else QueryCapture.path(settings.state_dir, spec.name)
+        )
+        if not path.exists():
+            console.print(f"{spec.name}: capture has not run yet ({path} is missing)")
+            raise typer.Exit(1)
+        console.print(f"{spec.name} ({spec.source.kind}): {path.read_text().strip()}")
+        return
     with _source(pipeline) as (spec, _settings, conn):
         health = slot_health(conn, spec.slot)
     if health is None:

@@ -157,6 +157,8 @@ _SOURCE_FIELDS = [
     ("version", "string"), ("connector", "string"), ("name", "string"), ("ts_ms", "int64"),
     ("snapshot", "string"), ("db", "string"), ("schema", "string"), ("table", "string"),
     ("txId", "int64"), ("lsn", "int64"), ("commit_lsn", "int64"), ("schema_id", "string"),
+    ("file", "string"), ("pos", "int64"), ("row", "int32"), ("server_id", "int64"),
+    ("gtid", "string"),
 ]  # fmt: skip
 
 

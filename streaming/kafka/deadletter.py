@@ -8,7 +8,8 @@ Connect's header names:
 |---|---|
 | ``__connect.errors.topic`` / ``.partition`` / ``.offset`` | the original record |
 | ``__connect.errors.connector.name`` | the pipeline |
-| ``__connect.errors.stage`` | capture, transform, load, process |
+| ``__connect.errors.stage`` | capture, transform, serialize, load, process |
+| ``__connect.errors.source.position`` / ``.source.table`` | capture: where in the source log |
 | ``__connect.errors.exception.class.name`` / ``.exception.message`` | the error |
 
 Sends are idempotent with acks=all, and `flush` waits for them: a stage moves its own position
@@ -59,8 +60,11 @@ class DeadLetters:
         topic: str = "",
         partition: int = -1,
         offset: int = -1,
+        context: dict[str, str] | None = None,
     ) -> None:
-        """Queue one record for the dead-letter topic (`flush` to be sure it is there)."""
+        """Queue one record for the dead-letter topic (`flush` to be sure it is there).
+        ``context`` adds headers ``__connect.errors.<name>`` (capture: the source position
+        and table, as a connector's own records have no topic offset yet)."""
         kind = type(error).__name__
         headers = [
             (HEADER + "topic", topic.encode()),
@@ -70,6 +74,7 @@ class DeadLetters:
             (HEADER + "stage", self.stage.encode()),
             (HEADER + "exception.class.name", kind.encode()),
             (HEADER + "exception.message", str(error)[:4000].encode()),
+            *((HEADER + name, text.encode()) for name, text in (context or {}).items()),
         ]
         while True:
             try:

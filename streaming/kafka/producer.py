@@ -56,6 +56,11 @@ class DeliveryTracker:
             self._batches.append(batch)
         return batch
 
+    def begin_at(self, position: int) -> None:
+        """Nothing before ``position`` is outstanding: confirm from there (a resumed stream)."""
+        with self._lock:
+            self._confirmed = max(self._confirmed, position)
+
     def seal(self, batch: Batch, end: int) -> None:
         """The transaction is complete; ``end`` is the position to confirm once delivered."""
         batch.end = end
@@ -105,7 +110,14 @@ class EventProducer:
         self._producer = Producer(config)
         self.tracker = tracker
 
-    def send(self, batch: Batch, topic: str, key: bytes | None, value: bytes | None) -> None:
+    def send(
+        self,
+        batch: Batch,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
         """Queue one event; blocks (serving callbacks) while the local queue is full.
 
         Failed deliveries surface at the next `serve` or `flush` (the hot path does not check
@@ -114,7 +126,12 @@ class EventProducer:
         batch.outstanding += 1
         while True:
             try:
-                self._producer.produce(topic, value, key, on_delivery=batch.delivered)
+                if headers:
+                    self._producer.produce(
+                        topic, value, key, headers=headers, on_delivery=batch.delivered
+                    )
+                else:
+                    self._producer.produce(topic, value, key, on_delivery=batch.delivered)
                 return
             except BufferError:
                 self._producer.poll(0.05)

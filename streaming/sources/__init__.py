@@ -1,3 +1,50 @@
-"""Sources: capture from databases into change events (postgres/ now; mariadb and query next)."""
+"""Sources: log-based capture (PostgreSQL pgoutput, MariaDB/MySQL binlog) and query polling.
 
-__all__: list[str] = []
+`capture_for` picks a pipeline's capture by its source kind; each has the same surface —
+``run()``, ``stop`` (an Event), ``stats`` (`CaptureStats`) and ``error`` — so the CLI and the
+orchestrator drive them alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sluiceway.pipeline import Pipeline
+    from sluiceway.settings import Settings
+    from streaming.sources.postgres.capture import CaptureStats
+
+__all__ = ["capture_for", "describe_position"]
+
+
+def capture_for(
+    settings: Settings,
+    pipeline: Pipeline,
+    on_stats: Callable[[CaptureStats], None] | None = None,
+) -> Any:
+    """The capture of a pipeline, by its source kind (postgres, mysql, query)."""
+    kind = pipeline.source.kind
+    if kind == "mysql":
+        from streaming.sources.mysql.capture import MySQLCapture
+
+        return MySQLCapture(settings, pipeline, on_stats=on_stats)
+    if kind == "query":
+        from streaming.sources.query.capture import QueryCapture
+
+        return QueryCapture(settings, pipeline, on_stats=on_stats)
+    from streaming.sources.postgres.capture import PostgresCapture
+
+    return PostgresCapture(settings, pipeline, on_stats=on_stats)
+
+
+def describe_position(pipeline: Pipeline, confirmed: int) -> str:
+    """A confirmed position as people read it: an LSN, binlog file number:offset, or polls."""
+    kind = pipeline.source.kind
+    if kind == "postgres":
+        from streaming.sources.postgres.pgoutput import format_lsn
+
+        return format_lsn(confirmed)
+    if kind == "mysql":
+        return f"binlog {confirmed >> 32:06d}:{confirmed & 0xFFFFFFFF}" if confirmed else "-"
+    return "per table (polling)"

@@ -14,6 +14,7 @@ from confluent_kafka import Consumer, TopicPartition
 from sluiceway.connect import postgres_connection
 from sluiceway.pipeline import Pipeline, PostgresSource, TableSelection, TopicSettings
 from sluiceway.settings import Settings
+from streaming.sources import capture_for
 from streaming.sources.postgres.capture import PostgresCapture
 from streaming.sources.postgres.catalog import drop_slot
 from streaming.sources.postgres.state import CaptureState
@@ -69,9 +70,10 @@ def make_pipeline(name: str, include: list[str] | None = None, **source: Any) ->
 
 
 @contextmanager
-def capture_running(settings: Settings, pipeline: Pipeline) -> Iterator[PostgresCapture]:
-    """Capture in a background thread; stopped gracefully afterwards. Errors fail the test."""
-    capture = PostgresCapture(settings, pipeline)
+def capture_running(settings: Settings, pipeline: Pipeline) -> Iterator[Any]:
+    """Capture (of the pipeline's source kind) in a background thread; stopped gracefully
+    afterwards. Errors fail the test."""
+    capture = capture_for(settings, pipeline)
     errors: list[BaseException] = []
 
     def target() -> None:

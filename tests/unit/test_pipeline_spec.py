@@ -42,6 +42,31 @@ def test_selection_patterns() -> None:
         ("name: x\n", "source: missing; add source"),
         ("- a list\n", "must hold a mapping"),
         ("name: [unclosed\n", "is not valid YAML"),
+        (
+            "name: x\nsource: {kind: mysql}\ntransforms: [{type: mask, fieldz: [a]}]\n",
+            "transforms.0.fieldz: unknown setting",
+        ),
+        (
+            "name: x\nsource: {kind: mysql}\ntransforms: [{type: cast, fields: {a: int128}}]\n",
+            "transforms.0.fields.a = int128",
+        ),
+        (
+            "name: x\nsource: {kind: mysql}\ntransforms: [{type: route, regex: '(', "
+            "replacement: x}]\n",
+            "regex '(': missing )",
+        ),
+        ("name: x\nsource: {kind: mysql}\ntransforms: [{type: zip}]\n", "transforms.0.type = zip"),
+        ("name: x\nsource: {kind: mysql, zero_dates: keep}\n", "source.zero_dates = keep"),
+        (
+            "name: x\nsource: {kind: query, url: 'sqlite:///a.db', tables: [{table: main.t, "
+            "mode: timestamp}]}\n",
+            "mode timestamp needs timestamp_column",
+        ),
+        (
+            "name: x\nsource: {kind: mysql}\ntransforms: [{type: flatten}]\n"
+            "targets: [{kind: duckdb}]\n",
+            "flatten writes plain rows",
+        ),
     ],
 )
 def test_mistakes_are_named(tmp_path: Path, text: str, expected: str) -> None:
@@ -82,3 +107,9 @@ def test_target_types_spelled_as_the_targets_report_them() -> None:
         ).fetchall()
     )
     assert reported == {c.name: duckdb_type(c) for c in columns}
+
+
+def test_a_source_without_kind_is_postgres(tmp_path: Path) -> None:
+    spec = tmp_path / "p.yaml"
+    spec.write_text("name: p\nsource: {database: shop}\n")
+    assert load_pipeline(spec).source.kind == "postgres"

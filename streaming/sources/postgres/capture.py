@@ -32,12 +32,12 @@ import psycopg2.errors
 import psycopg2.extras
 
 from sluiceway.connect import kafka_admin, postgres_connection
-from sluiceway.errors import SluicewayError, SourceFatal, SourceUnavailable, Transient
-from sluiceway.pipeline import Pipeline
+from sluiceway.errors import SourceFatal, SourceUnavailable
+from sluiceway.pipeline import Pipeline, PostgresSource
 from sluiceway.settings import Settings
-from streaming.events import ChangeEvent, encode_json
+from streaming.events import ChangeEvent
 from streaming.kafka.producer import Batch, DeliveryTracker, EventProducer
-from streaming.kafka.topics import ensure_topics
+from streaming.sources.emitter import Emitter
 from streaming.sources.postgres import pgoutput as pg
 from streaming.sources.postgres.catalog import (
     SlotHealth,
@@ -52,6 +52,7 @@ from streaming.sources.postgres.pgtypes import SESSION_SETTINGS, TypeRegistry
 from streaming.sources.postgres.snapshot import SnapshotReader
 from streaming.sources.postgres.state import CaptureState
 from streaming.sources.postgres.stream import TransactionStream
+from streaming.sources.retry import run_with_retries
 
 __all__ = ["CaptureStats", "PostgresCapture"]
 
@@ -93,7 +94,9 @@ class PostgresCapture:
     ) -> None:
         self.settings = settings
         self.pipeline = pipeline
-        self.source = pipeline.source
+        if not isinstance(pipeline.source, PostgresSource):
+            raise TypeError("PostgresCapture needs a pipeline with source kind postgres")
+        self.source: PostgresSource = pipeline.source
         self.database = self.source.database or settings.postgres.database
         self.stop = threading.Event()
         self.stats = CaptureStats()
@@ -107,7 +110,7 @@ class PostgresCapture:
         self._state_path = CaptureState.path(settings.state_dir, pipeline.name)
         self.state: CaptureState | None = None
         self._producer: EventProducer | None = None
-        self._published: set[str] = set()
+        self.emitter = Emitter(settings, pipeline, None)
 
     # --- connections -----------------------------------------------------------------------
     def connect(self) -> Any:
@@ -141,29 +144,14 @@ class PostgresCapture:
             raise
 
     def _run_with_retries(self) -> None:
-        delay = 1.0
-        while not self.stop.is_set():
-            try:
-                self._run_once()
-                return
-            except SluicewayError as exc:
-                if not isinstance(exc, Transient):
-                    raise
-                log.warning(
-                    "capture of %s interrupted: %s; retrying in %.0fs",
-                    self.pipeline.name,
-                    exc,
-                    delay,
-                )
-                self.stop.wait(delay)
-                delay = min(delay * 2, 30.0)
+        run_with_retries(self.stop, self._run_once, f"capture of {self.pipeline.name}")
 
     def _run_once(self) -> None:
         catalog = self.connect()
         tracker = DeliveryTracker()
         producer = EventProducer(self.settings.kafka, tracker)
         self._producer = producer
-        self._published = set()
+        self.emitter.attach(producer)
         repl = None
         try:
             self._prepare(catalog)
@@ -211,7 +199,7 @@ class PostgresCapture:
         self._types = TypeRegistry(lambda oids: load_types(catalog, oids))
         self._types.load(load_types(catalog))
         catalog.commit()
-        self._admin = kafka_admin(self.settings.kafka)
+        self._admin = self.emitter.admin = kafka_admin(self.settings.kafka)
         self._ensure_topics([])  # the schema topic first: codecs publish into it
         names = [self._codec_for_table(catalog, t).topic for t in tables]
         self._ensure_topics(names)
@@ -219,34 +207,16 @@ class PostgresCapture:
     @property
     def schema_topic(self) -> str:
         """Where table shapes are published (compacted, keyed by schema id)."""
-        return f"{self.pipeline.topic_prefix}.schemas"
+        return self.emitter.schema_topic
 
     def _ensure_topics(self, names: list[str]) -> None:
-        if self.schema_topic not in self._topics:
-            compacted = self.pipeline.topics.model_copy(
-                update={"cleanup_policy": "compact", "retention_ms": -1}
-            )
-            ensure_topics(self._admin, [self.schema_topic], compacted, partitions=1)
-            self._topics.add(self.schema_topic)
-        wanted = [n for n in names if n not in self._topics]
         if self.pipeline.topics.transaction_topic:
-            wanted.append(f"{self.pipeline.topic_prefix}.transaction")
-        if wanted:
-            ensure_topics(self._admin, wanted, self.pipeline.topics)
-            self._topics.update(wanted)
+            names = [*names, f"{self.pipeline.topic_prefix}.transaction"]
+        self.emitter.ensure_topics(names)
 
     def _publish_schema(self, codec: TableCodec) -> None:
         # Before any event that names it; loaders wait for a schema id they have not seen.
-        if self._producer is None or codec.schema_id in self._published:
-            return
-        tracker = self._producer.tracker
-        batch = tracker.open()
-        key = encode_json({"id": codec.schema_id})
-        self._producer.send(
-            batch, self.schema_topic, key, encode_json(codec.table_schema.to_json())
-        )
-        tracker.seal(batch, 0)
-        self._published.add(codec.schema_id)
+        self.emitter.publish(codec.table_schema)
 
     def _codec_for_table(self, catalog: Any, table: TableInfo) -> TableCodec:
         with catalog.cursor() as cur:
@@ -353,17 +323,10 @@ class PostgresCapture:
         event: ChangeEvent,
         as_connect: bool,
     ) -> None:
-        value: Any = event.value()
-        key: Any = event.key
-        if as_connect:
-            value = {"schema": codec.connect.value_schema, "payload": value}
-            if key is not None:
-                key = {"schema": codec.connect.key_schema(codec.key), "payload": key}
-        encoded_key = encode_json(key) if key is not None else None
-        producer.send(batch, event.topic, encoded_key, encode_json(value))
+        # Transforms, serialisation, tombstones and dead letters: the emitter, as every source.
+        position = pg.format_lsn(int(event.source.get("lsn") or 0))
+        self.emitter.send(batch, event, codec.table_schema, position, codec.connect)
         self.stats.events += 1
-        if event.op == "d" and self.pipeline.topics.emit_tombstones() and encoded_key is not None:
-            producer.send(batch, event.topic, encoded_key, None)
 
     def _stream(
         self,

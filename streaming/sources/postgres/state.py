@@ -5,17 +5,16 @@ finished. A capture killed mid-snapshot leaves a slot whose stream would start a
 were never sent, so `PostgresCapture` writes ``snapshot_done: false`` before reading and
 ``true`` once Kafka acknowledged every row; on restart, a slot whose snapshot is not done keeps
 its position and the tables are read again before streaming resumes from it (rows already sent
-are sent again: at least once, never lost, and no stale row is left behind). Files are
-replaced atomically (write, fsync, rename).
+are sent again: at least once, never lost, and no stale row is left behind).
 """
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from streaming.sources.statefile import load_state, save_state
 
 __all__ = ["CaptureState"]
 
@@ -40,17 +39,9 @@ class CaptureState:
     @classmethod
     def load(cls, path: Path) -> CaptureState | None:
         """The saved state, or None if there is none."""
-        try:
-            return cls(**json.loads(path.read_text()))
-        except FileNotFoundError:
-            return None
+        data = load_state(path)
+        return None if data is None else cls(**data)
 
     def save(self, path: Path) -> None:
         """Write atomically: a crash leaves the old file or the new one, never half of one."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(".tmp")
-        with temporary.open("w") as handle:
-            json.dump(asdict(self), handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        temporary.replace(path)
+        save_state(path, asdict(self))

@@ -1,0 +1,200 @@
+"""From a source's change event to Kafka: transforms, serialisation, shapes, dead letters.
+
+Every source (PostgreSQL pgoutput, the MySQL/MariaDB binlog, query polling) hands its events
+to one `Emitter`, so they all behave alike downstream:
+
+- the pipeline's capture-time transforms run first (`streaming.transforms`), and the table
+  shape they produce is published to ``<prefix>.schemas`` before the first event naming it;
+- the event is serialised as plain JSON or Kafka Connect's JsonConverter form, produced with
+  its headers, and (for compacted topics) a delete is followed by a tombstone;
+- a record that fails (decode, transform, serialize) never disappears: with
+  ``errors.tolerance: all`` it goes to the dead-letter topic with the pipeline, stage, table,
+  source position and error in Kafka Connect's header names — and Kafka holds it before the
+  source position moves past it; with ``none`` capture stops with `RecordFailed` saying the same.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+
+from sluiceway.errors import RecordFailed
+from sluiceway.pipeline import Pipeline
+from sluiceway.settings import Settings
+from streaming.events import ChangeEvent, ConnectSchema, TableSchema, encode_json
+from streaming.kafka.deadletter import DeadLetters
+from streaming.kafka.producer import Batch, EventProducer
+from streaming.kafka.topics import ensure_topics
+from streaming.sources.values import connect_schema
+from streaming.transforms import Record, TransformChain, TransformError
+
+__all__ = ["Emitter"]
+
+log = logging.getLogger(__name__)
+
+
+class Emitter:
+    """Sends one pipeline's change events through its transforms into Kafka."""
+
+    def __init__(self, settings: Settings, pipeline: Pipeline, admin: Any) -> None:
+        self.settings = settings
+        self.pipeline = pipeline
+        self.admin = admin
+        self.chain = TransformChain(pipeline)
+        self.as_connect = pipeline.topics.format == "connect-json"
+        self.tombstones = pipeline.topics.emit_tombstones()
+        self.producer: EventProducer | None = None
+        self.events = 0
+        self.dead_letters = 0
+        self.filtered = 0
+        self._dlq: DeadLetters | None = None
+        self._published: set[str] = set()
+        self._topics: set[str] = set()
+        self._connect: dict[str, ConnectSchema] = {}
+
+    @property
+    def schema_topic(self) -> str:
+        """Where table shapes are published (compacted, keyed by schema id)."""
+        return f"{self.pipeline.topic_prefix}.schemas"
+
+    def attach(self, producer: EventProducer) -> None:
+        """Use this producer (a new one per connection attempt); shapes are published again."""
+        self.producer = producer
+        self._published = set()
+
+    # --- topics and shapes ------------------------------------------------------------------
+    def ensure_topics(self, names: list[str]) -> None:
+        """Create the schema topic and these change topics if missing (cached)."""
+        if self.schema_topic not in self._topics:
+            compacted = self.pipeline.topics.model_copy(
+                update={"cleanup_policy": "compact", "retention_ms": -1}
+            )
+            ensure_topics(self.admin, [self.schema_topic], compacted, partitions=1)
+            self._topics.add(self.schema_topic)
+        wanted = [n for n in names if n not in self._topics]
+        if wanted:
+            ensure_topics(self.admin, wanted, self.pipeline.topics)
+            self._topics.update(wanted)
+
+    def publish(self, shape: TableSchema) -> str:
+        """Publish the shape events of this table will have (after transforms); its id."""
+        output = self.chain.plan(shape).output if self.chain else shape
+        if self.producer is not None and output.id not in self._published:
+            tracker = self.producer.tracker
+            batch = tracker.open()
+            self.producer.send(
+                batch,
+                self.schema_topic,
+                encode_json({"id": output.id}),
+                encode_json(output.to_json()),
+            )
+            tracker.seal(batch, 0)
+            self._published.add(output.id)
+        return output.id
+
+    # --- events -----------------------------------------------------------------------------
+    def send(
+        self,
+        batch: Batch,
+        event: ChangeEvent,
+        shape: TableSchema,
+        position: str,
+        connect: ConnectSchema | None = None,
+    ) -> None:
+        """Transform, serialise and produce one event (or dead-letter it)."""
+        assert self.producer is not None
+        headers: list[tuple[str, bytes]] | None = None
+        topic, key = event.topic, event.key
+        value: dict[str, Any] | None = event.value()
+        wrap = self.as_connect
+        if self.chain:
+            plan = self.chain.plan(shape)
+            self.publish(shape)
+            record = Record(topic, key, value, shape.schema, shape.table)
+            try:
+                result = plan.apply(record)
+            except TransformError as exc:
+                self.fail(exc, "transform", event, shape, position)
+                return
+            if result is None:
+                self.filtered += 1
+                return
+            topic, key, value, headers = result.topic, result.key, result.value, result.headers
+            wrap = wrap and not plan.flattens  # flattened rows are plain JSON
+            connect = self._connect_of(plan.output) if wrap else None
+        elif shape.id not in self._published:
+            self.publish(shape)
+        if wrap and value is not None:
+            connect = connect or self._connect_of(shape)
+            value = {"schema": connect.value_schema, "payload": value}
+            if key is not None:
+                key = {"schema": connect.key_schema(tuple(key)), "payload": key}
+        try:
+            encoded_key = encode_json(key) if key is not None else None
+            encoded = encode_json(value) if value is not None else None
+        except (TypeError, orjson.JSONEncodeError) as exc:
+            self.fail(exc, "serialize", event, shape, position)
+            return
+        if topic not in self._topics:
+            self.ensure_topics([topic])
+        self.producer.send(batch, topic, encoded_key, encoded, headers)
+        self.events += 1
+        if event.op == "d" and self.tombstones and encoded_key is not None and encoded is not None:
+            self.producer.send(batch, topic, encoded_key, None, headers)
+
+    def _connect_of(self, shape: TableSchema) -> ConnectSchema:
+        found = self._connect.get(shape.id)
+        if found is None:
+            found = connect_schema(self.pipeline.topic_prefix, shape)
+            self._connect[shape.id] = found
+        return found
+
+    def fail(
+        self,
+        error: BaseException,
+        stage: str,
+        event: ChangeEvent | None,
+        shape: TableSchema,
+        position: str,
+        raw: Any = None,
+    ) -> None:
+        """A record that cannot become an event: to the dead-letter topic, or stop.
+
+        Raises:
+            RecordFailed: with ``errors.tolerance: none`` (the default).
+        """
+        table = f"{shape.schema}.{shape.table}"
+        where = f"pipeline {self.pipeline.name}, stage {stage}, table {table}, position {position}"
+        if self.pipeline.errors.tolerance == "none":
+            raise RecordFailed(
+                f"{where}: {type(error).__name__}: {error} (errors.tolerance: all would send "
+                f"it to {self.pipeline.dead_letter_topic} and go on)"
+            ) from error
+        if self._dlq is None:
+            self._dlq = DeadLetters(
+                self.settings.kafka,
+                self.pipeline.dead_letter_topic,
+                self.pipeline.name,
+                "capture",
+            )
+            self.ensure_topics([self.pipeline.dead_letter_topic])
+        payload = raw if event is None else event.value()
+        key = event.key if event is not None else None
+        self._dlq.stage = stage
+        self._dlq.send(
+            _best_effort(key) if key is not None else None,
+            _best_effort(payload),
+            error,
+            topic=event.topic if event is not None else "",
+            context={"source.position": position, "source.table": table},
+        )
+        # Kafka holds it before the source position can move past it.
+        self._dlq.flush()
+        self.dead_letters += 1
+        log.warning("dead-lettered a record (%s): %s: %s", where, type(error).__name__, error)
+
+
+def _best_effort(value: Any) -> bytes:
+    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)

@@ -1,0 +1,3 @@
+"""Log-based capture from the MariaDB/MySQL row-based binlog."""
+
+__all__: list[str] = []
