@@ -19,8 +19,10 @@ poller cannot tell an insert from an update), ``before`` null, and as positions
 ``commit_lsn`` = the timestamp in microseconds (or the incrementing value) and ``lsn`` = the
 incrementing value, so loaders order a key's versions correctly.
 
-The database clock and the timestamp column must agree on the zone (UTC recommended); SQLite's
-CURRENT_TIMESTAMP is UTC.
+The upper bound comes from the database's own clock in UTC (``UTC_TIMESTAMP(6)`` on MySQL and
+MariaDB, ``CURRENT_TIMESTAMP`` elsewhere, SQLite's ``strftime(..., 'now')``), so timestamp
+columns without a zone must hold UTC. On SQLite, write timestamps in one text format (as
+SQLAlchemy does): the comparison there is textual.
 """
 
 from __future__ import annotations
@@ -132,7 +134,8 @@ class _Table:
         schema, name = spec.table.split(".", 1)
         self.schema, self.name = schema, name
         self.topic = topic_name(pipeline.topic_prefix, schema, name)
-        key = spec.key or [c.name for c in table.primary_key.columns]
+        # Reflected names are SQLAlchemy's quoted_name; events need plain str keys.
+        key = spec.key or [str(c.name) for c in table.primary_key.columns]
         if not key and spec.incrementing_column:
             key = [spec.incrementing_column]
         for wanted in [*key, spec.incrementing_column, spec.timestamp_column]:
@@ -146,10 +149,10 @@ class _Table:
             logical, precision, scale = logical_type(column.type)
             columns.append(
                 ColumnSchema(
-                    column.name,
+                    str(column.name),
                     logical,
                     str(column.type).lower(),
-                    column.name in key,
+                    str(column.name) in key,
                     precision,
                     scale,
                 )
@@ -181,7 +184,11 @@ class _Table:
         self.last_inc = saved.get("inc")
 
     # --- the query -----------------------------------------------------------------------------
-    def query(self, upper: datetime | None, limit: int) -> sa.Select[Any]:
+    def query(
+        self, upper: datetime | None, limit: int | None, through: Any = None
+    ) -> sa.Select[Any]:
+        """The next rows after the saved position (timestamp modes: older than ``upper``;
+        ``through``: every row up to and including that timestamp, no limit)."""
         c = self.table.c
         mode = self.spec.mode
         statement = sa.select(self.table)
@@ -194,6 +201,8 @@ class _Table:
         ts = c[self.spec.timestamp_column or ""]
         statement = statement.where(ts < upper)
         order = [ts]
+        if through is not None:
+            statement = statement.where(ts <= through)
         if mode == "timestamp":
             if self.last_ts is not None:
                 statement = statement.where(ts > self.last_ts)
@@ -204,7 +213,8 @@ class _Table:
                 statement = statement.where(
                     sa.or_(ts > self.last_ts, sa.and_(ts == self.last_ts, inc > self.last_inc))
                 )
-        return statement.order_by(*order).limit(limit)
+        statement = statement.order_by(*order)
+        return statement.limit(limit) if limit is not None else statement
 
     def event(self, values: dict[str, Any], ts_ms: int) -> ChangeEvent:
         row = {
@@ -368,6 +378,11 @@ class QueryCapture:
                 ):
                     bound = upper.astimezone(UTC).replace(tzinfo=None)
                 rows = conn.execute(table.query(bound, self.source.batch_rows)).mappings().all()
+                if table.spec.mode == "timestamp" and len(rows) >= self.source.batch_rows:
+                    # No tie-breaker: never stop inside a run of equal timestamps (the next
+                    # poll reads after the last one). Read the batch up to and including it.
+                    last = rows[-1][table.spec.timestamp_column or ""]
+                    rows = conn.execute(table.query(bound, None, through=last)).mappings().all()
                 ts_ms = int(time.time() * 1000)
                 batch = tracker.open()
                 for values in rows:
@@ -392,8 +407,15 @@ class QueryCapture:
 
 
 def _database_now(conn: sa.Connection) -> datetime:
-    """The database's clock, as an aware datetime (SQLite's CURRENT_TIMESTAMP is UTC text)."""
-    value: Any = conn.execute(sa.select(sa.func.current_timestamp())).scalar()
+    """The database's clock in UTC to the microsecond, as an aware datetime (MySQL's and
+    SQLite's CURRENT_TIMESTAMP stop at the second, which would stretch the safety delay)."""
+    dialect = conn.dialect.name
+    clock: Any = sa.func.current_timestamp()
+    if dialect in ("mysql", "mariadb"):
+        clock = sa.func.utc_timestamp(6)
+    elif dialect == "sqlite":
+        clock = sa.func.strftime("%Y-%m-%d %H:%M:%f", "now")
+    value: Any = conn.execute(sa.select(clock)).scalar()
     clock = datetime.fromisoformat(value) if isinstance(value, str) else value
     if not isinstance(clock, datetime):
         raise SourceFatal(f"the database clock answered {value!r}, not a timestamp")
