@@ -60,6 +60,7 @@ def capture_stream(pipeline: Pipeline, tables: list[tuple[str, str]]) -> JobDefi
             "transactions": stats.transactions,
             "confirmed position": describe_position(pipeline, stats.confirmed_lsn),
             "lag (ms)": stats.lag_ms(),
+            "dead letters": stats.dead_letters,
             "retained WAL (MiB)": round(stats.retained_wal_bytes / 2**20, 2),
             "snapshot rows": stats.snapshot_rows,
             "snapshot estimate": stats.snapshot_estimate,

@@ -58,6 +58,8 @@ def _status_line(pipeline: Pipeline, stats: CaptureStats) -> str:
         f"{stats.phase}: {stats.events:,} events, {stats.transactions:,} transactions, "
         f"confirmed {describe_position(pipeline, stats.confirmed_lsn)}, lag {stats.lag_ms():,} ms"
     )
+    if stats.dead_letters:
+        line += f", {stats.dead_letters:,} dead letters"
     if pipeline.source.kind == "postgres":
         line += f", WAL retained {stats.retained_wal_bytes / 2**20:,.1f} MiB"
     return line

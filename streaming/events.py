@@ -108,6 +108,7 @@ class TableSchema:
     schema: str
     table: str
     columns: tuple[ColumnSchema, ...]
+    _id: str = field(default="", init=False, compare=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         """The record published to the schema topic."""
@@ -122,9 +123,11 @@ class TableSchema:
 
     @property
     def id(self) -> str:
-        """A content hash: the same shape always has the same id."""
-        canonical = orjson.dumps(self.to_json(), option=orjson.OPT_SORT_KEYS)
-        return hashlib.sha256(canonical).hexdigest()[:16]
+        """A content hash: the same shape always has the same id (computed once)."""
+        if not self._id:
+            canonical = orjson.dumps(self.to_json(), option=orjson.OPT_SORT_KEYS)
+            object.__setattr__(self, "_id", hashlib.sha256(canonical).hexdigest()[:16])
+        return self._id
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TableSchema:

@@ -13,7 +13,8 @@ the same JSON values (see the README's "Event format"):
 | boolean | true / false |
 | string | string (a SET as its members in declared order, comma-separated) |
 | bytes | base64 string |
-| date / time | ``YYYY-MM-DD`` / ``[-]HH:MM:SS[.ffffff]`` (MySQL TIME may exceed 24 h) |
+| date / time | ``YYYY-MM-DD`` / ``HH:MM:SS[.ffffff]`` |
+| interval | a timedelta as ``[-]HH:MM:SS[.ffffff]`` (MySQL TIME, up to ±838 h) |
 | timestamp | ``YYYY-MM-DDTHH:MM:SS[.ffffff]`` |
 | timestamptz | the same in UTC, with ``Z`` |
 | json | string holding the JSON text |
@@ -107,6 +108,10 @@ def _time(value: Any) -> str:
     return str(value)
 
 
+def _interval(value: Any) -> str:
+    return _time(value) if isinstance(value, timedelta) else _string(value)
+
+
 def _timestamp(value: Any) -> str:
     if isinstance(value, datetime):
         return value.replace(tzinfo=None).isoformat() if value.tzinfo is None else _utc(value)
@@ -170,7 +175,7 @@ _BY_LOGICAL: dict[str, Converter] = {
     "timestamptz": _timestamptz,
     "json": _json,
     "uuid": _string,
-    "interval": _string,
+    "interval": _interval,
 }
 
 

@@ -12,20 +12,31 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import orjson
 import pytest
 import yaml
 from confluent_kafka import Consumer, TopicPartition
 
+from loaders.duckdb import DuckDBSink
+from loaders.postgres import PostgresSink
+from loaders.runner import Loader
 from sluiceway.connect import mariadb_connection
 from sluiceway.errors import ConfigError, RecordFailed
 from sluiceway.pipeline import Pipeline
 from sluiceway.settings import Settings
 from streaming.sources.mysql.capture import BinlogPosition, MySQLCapture, encode_position
-from tests.integration.capture_support import capture_running, read_topic, rebuild_state
+from tests.integration.capture_support import (
+    capture_running,
+    read_topic,
+    rebuild_state,
+    temporary_database,
+)
 from tests.integration.conftest import require
 
 pytestmark = pytest.mark.timeout(300)
@@ -500,3 +511,53 @@ def test_with_tolerance_none_a_poison_value_stops_capture_naming_it(
     message = str(failed.value)
     assert f"pipeline {unique}, stage capture, table {unique}.events" in message
     assert "ZeroDate" in message and "'day'" in message and "mariadb-bin." in message
+
+
+# --- binlog events load like any other: DuckDB and PostgreSQL targets ---------------------------
+@pytest.mark.parametrize("kind", ["duckdb", "postgres"])
+def test_binlog_events_load_exactly_into_targets(
+    settings: Settings, mariadb: Any, unique: str, tmp_path: Path, kind: str
+) -> None:
+    with mariadb.cursor() as cur:
+        cur.execute(TYPES_DDL)
+        cur.execute("INSERT INTO types VALUES " + TYPES_ROW % 1)
+    pipeline = pipeline_of(unique)
+    with capture_running(settings, pipeline) as capture:
+        while capture.stats.phase != "streaming":
+            assert capture.error is None, capture.error
+            time.sleep(0.1)
+        with mariadb.cursor() as cur:
+            cur.execute("INSERT INTO types VALUES " + TYPES_ROW % 2)
+            cur.execute("INSERT INTO types VALUES " + TYPES_ROW % 3)
+            cur.execute("UPDATE types SET emoji = 'changed 🐟', u64 = 0 WHERE id = 2")
+            cur.execute("DELETE FROM types WHERE id = 3")
+        wait_caught_up(capture, mariadb)
+    table = f"{unique}_types"
+    columns = "id, u64, dec1, dec2, dt, ts, zero, t, b1, b10, s, emoji, f, vb"
+    if kind == "duckdb":
+        path = tmp_path / "w.duckdb"
+        sink = DuckDBSink(path, unique)
+        Loader(settings, pipeline, sink, mode="current").load_window(0, 2**62)
+        sink.close()
+        with duckdb.connect(str(path)) as db:
+            rows = db.execute(f'SELECT {columns} FROM "{unique}"."{table}" ORDER BY id').fetchall()
+    else:
+        with temporary_database(settings, f"{unique}_pg") as conn:
+            sink = PostgresSink(settings.postgres, f"{unique}_pg", unique)
+            Loader(settings, pipeline, sink, mode="current").load_window(0, 2**62)
+            sink.close()
+            with conn.cursor() as cur:
+                cur.execute(f'SELECT {columns} FROM "{unique}"."{table}" ORDER BY id')
+                rows = cur.fetchall()
+    assert [r[0] for r in rows] == [1, 2]
+    first, second = rows
+    assert first[1] == Decimal("18446744073709551615") and second[1] == Decimal(0)
+    assert Decimal(str(first[2])) == Decimal("1234567890123456789012345678.0123456789")
+    assert Decimal(str(first[3])) == Decimal(TYPES_EXPECTED["dec2"])  # type: ignore[arg-type]
+    assert first[4].isoformat() == "2026-11-25T13:14:15.123456"
+    assert first[5].astimezone(UTC).isoformat() == "2038-01-19T03:14:07.999999+00:00"
+    assert first[6] is None
+    assert str(first[7]) in ("-838:59:59", "-35 days, 1:00:01")  # text, or an interval
+    assert (first[8], first[9], first[10]) == (True, "1000000001", "red,blue")
+    assert second[11] == "changed 🐟" and first[11] == "fish 🐟 and 😀"
+    assert first[12] == pytest.approx(0.1) and bytes(first[13]) == b"\xde\xad\xbe\xef"

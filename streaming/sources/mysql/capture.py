@@ -133,6 +133,7 @@ class TableCodec:
         self.server = pipeline.topic_prefix
         self.database = database
         self.shape = TableSchema(schema, table, tuple(column_schema(c) for c in columns))
+        self.schema_id = self.shape.id
         self.signature = tuple((c.name, c.data_type) for c in columns)
 
     def row(self, values: dict[str, Any], zero: dict[str, str] | None = None) -> dict[str, Any]:
@@ -162,7 +163,7 @@ class TableCodec:
             "table": self.table,
             "commit_lsn": commit,
             "lsn": lsn,
-            "schema_id": self.shape.id,
+            "schema_id": self.schema_id,
             **binlog,
         }
 
@@ -601,9 +602,18 @@ class MySQLCapture:
         codec = self._codec(control, str(event.schema), str(event.table), list(event.columns))
         ts_ms = int(time.time() * 1000)
         lsn = encode_position(file, end)
-        common = {"file": file, "pos": end, "server_id": event.packet.server_id, "gtid": gtid}
+        template = codec.source(
+            event.timestamp * 1000,
+            "false",
+            commit,
+            lsn,
+            file=file,
+            pos=end,
+            server_id=event.packet.server_id,
+            gtid=gtid,
+        )
         for index, row in enumerate(event.rows):
-            source = codec.source(event.timestamp * 1000, "false", commit, lsn, row=index, **common)
+            source = {**template, "row": index}
             if isinstance(event, WriteRowsEvent):
                 self._emit(
                     batch,
@@ -652,6 +662,7 @@ class MySQLCapture:
         self._report()
 
     def _report(self) -> None:
+        self.stats.dead_letters = self.emitter.dead_letters
         if self._on_stats is not None:
             self._on_stats(self.stats)
 

@@ -18,7 +18,8 @@ become identical events:
 | JSON (MariaDB: LONGTEXT CHECK json_valid) | json | the JSON text |
 | BINARY, VARBINARY, BLOB, GEOMETRY | bytes | base64 |
 | DATE, DATETIME(fsp) | date, timestamp | ISO text |
-| TIMESTAMP(fsp), TIME(fsp) | timestamptz, time | ISO text (TIMESTAMP in UTC, Z) |
+| TIMESTAMP(fsp) | timestamptz | ISO text in UTC, with Z |
+| TIME(fsp) | interval (a duration, to ±838 h) | ``[-]HH:MM:SS[.ffffff]`` |
 | YEAR | int16 | integer |
 
 Zero dates (``'0000-00-00'``, and dates with a zero month or day) cannot be represented: by
@@ -84,7 +85,8 @@ _INTS = {
     "bigint": ("int64", "decimal"),
 }
 _TEXT = {"char", "varchar", "tinytext", "text", "mediumtext", "longtext", "enum", "set"}
-_TIMES = {"date": "date", "datetime": "timestamp", "timestamp": "timestamptz", "time": "time"}
+# TIME is a duration in MySQL (-838:59:59 to 838:59:59), as in Debezium (MicroTime): interval.
+_TIMES = {"date": "date", "datetime": "timestamp", "timestamp": "timestamptz", "time": "interval"}
 
 
 def column_schema(column: MyColumn) -> ColumnSchema:

@@ -75,6 +75,7 @@ class CaptureStats:
     confirmed_lsn: int = 0
     last_commit_ms: int = 0
     retained_wal_bytes: int = 0
+    dead_letters: int = 0  # records sent to the dead-letter topic (errors.tolerance: all)
     started: float = field(default_factory=time.monotonic)
 
     def lag_ms(self) -> int:
@@ -426,6 +427,7 @@ class PostgresCapture:
             )
 
     def _report(self) -> None:
+        self.stats.dead_letters = self.emitter.dead_letters
         if self._on_stats is not None:
             self._on_stats(self.stats)
 

@@ -402,6 +402,7 @@ class QueryCapture:
         return full
 
     def _report(self) -> None:
+        self.stats.dead_letters = self.emitter.dead_letters
         if self._on_stats is not None:
             self._on_stats(self.stats)
 
