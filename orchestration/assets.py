@@ -26,7 +26,14 @@ import pymysql
 from dagster import AssetKey, AssetSpec
 
 from sluiceway.connect import mariadb_connection, postgres_connection
-from sluiceway.pipeline import AnyTarget, JoinSpec, MySQLSource, Pipeline, QuerySource
+from sluiceway.pipeline import (
+    AnyTarget,
+    JoinSpec,
+    MySQLSource,
+    Pipeline,
+    QuerySource,
+    SyslogSource,
+)
 from sluiceway.settings import Settings
 
 __all__ = [
@@ -89,6 +96,8 @@ def tables(pipeline: Pipeline, settings: Settings) -> list[tuple[str, str]]:
         return [(t.table.split(".", 1)[0], t.table.split(".", 1)[1]) for t in source.tables]
     if isinstance(source, MySQLSource):
         return _mysql_tables(source, settings)
+    if isinstance(source, SyslogSource):
+        return [("syslog", "messages")]
     selection = source.tables
     explicit = [
         tuple(entry.split(".", 1)) if "." in entry else ("public", entry)
@@ -103,9 +112,7 @@ def tables(pipeline: Pipeline, settings: Settings) -> list[tuple[str, str]]:
     if len(found) == len(selection.include):
         return found
     try:
-        conn = postgres_connection(
-            settings.postgres, database=pipeline.source.database, connect_timeout=2
-        )
+        conn = postgres_connection(settings.postgres, database=source.database, connect_timeout=2)
     except psycopg2.Error as exc:
         log.warning("%s: source unreachable, wildcard tables not resolved: %s", pipeline.name, exc)
         return found
@@ -163,9 +170,10 @@ def pipeline_specs(pipeline: Pipeline, settings: Settings) -> list[AssetSpec]:
     group, team = pipeline.name, owners(pipeline)
     specs = []
     source = pipeline.source
-    database = source.database or (
-        settings.mariadb.database if source.kind == "mysql" else settings.postgres.database
-    )
+    database = getattr(source, "database", None) or {
+        "mysql": settings.mariadb.database,
+        "syslog": "syslog",
+    }.get(source.kind, settings.postgres.database)
     for schema, table in tables(pipeline, settings):
         specs.append(
             AssetSpec(

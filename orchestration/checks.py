@@ -87,7 +87,9 @@ def _source_rows(
     columns: list[str],
     keys: list[str],
 ) -> Iterator[tuple[tuple[Any, ...], tuple[Any, ...]]]:
-    conn = postgres_connection(settings.postgres, database=pipeline.source.database)
+    conn = postgres_connection(
+        settings.postgres, database=getattr(pipeline.source, "database", None)
+    )
     try:
         with conn.cursor(name=f"parity_{uuid.uuid4().hex[:8]}") as cur:
             cur.itersize = 10_000
@@ -155,7 +157,9 @@ def _columns(
     settings: Settings, pipeline: Pipeline, schema: str, table: str
 ) -> tuple[list[str], list[str]]:
     """(columns, key columns) of a source table."""
-    conn = postgres_connection(settings.postgres, database=pipeline.source.database)
+    conn = postgres_connection(
+        settings.postgres, database=getattr(pipeline.source, "database", None)
+    )
     try:
         with conn.cursor() as cur:
             cur.execute(

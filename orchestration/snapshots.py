@@ -45,7 +45,9 @@ def snapshot_job(pipeline: Pipeline, tables: list[tuple[str, str]]) -> JobDefini
         settings = sluiceway.settings()
         store = StreamStore(settings)
         stream = capture_stream_name(pipeline)
-        conn = postgres_connection(settings.postgres, database=pipeline.source.database)
+        conn = postgres_connection(
+            settings.postgres, database=getattr(pipeline.source, "database", None)
+        )
         try:
             health = slot_health(conn, pipeline.slot)
             if health is None:

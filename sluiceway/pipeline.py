@@ -51,6 +51,7 @@ __all__ = [
     "QueryTable",
     "S3Target",
     "SnowflakeTarget",
+    "SyslogSource",
     "TableSelection",
     "Target",
     "TopicSettings",
@@ -184,7 +185,22 @@ class QuerySource(_Spec):
     batch_rows: int = Field(10_000, ge=1, description="most rows per query")
 
 
-AnySource = PostgresSource | MySQLSource | QuerySource
+class SyslogSource(_Spec):
+    """A syslog listener (UDP and TCP; RFC 5424 and RFC 3164): each message becomes an insert
+    event of the table ``syslog.messages`` (topic ``<prefix>.syslog.messages``)."""
+
+    kind: Literal["syslog"] = "syslog"
+    host: str = Field("127.0.0.1", description="address to listen on")
+    udp_port: int | None = Field(
+        5514, ge=0, le=65535, description="UDP port (0: any free port); null: no UDP"
+    )
+    tcp_port: int | None = Field(
+        5514, ge=0, le=65535, description="TCP port (0: any free port); null: no TCP"
+    )
+    max_message_bytes: int = Field(65_536, ge=480, description="longest message accepted")
+
+
+AnySource = PostgresSource | MySQLSource | QuerySource | SyslogSource
 Source = Annotated[AnySource, Field(discriminator="kind")]
 
 
@@ -385,12 +401,17 @@ class WindowSpec(_Spec):
     emit: Literal["final", "updates"] = Field(
         "final", description="final: once per window when it closes; updates: every change"
     )
+    late: Literal["drop", "topic"] = Field(
+        "drop",
+        description="events later than the grace period: drop (and count), or also send them "
+        "to <prefix>.enriched.<name>.late with how late they were",
+    )
 
 
 class ProcessorSpec(_Spec):
     """One stream processor: from a change topic (or another processor) to
     ``<prefix>.enriched.<name>``. Steps run in this order: where, join, derive, where_after,
-    select, window."""
+    select, python, window."""
 
     name: str = Field(description="lowercase identifier; the output topic's last part")
     source: str = Field(description="schema.table of this pipeline, or another processor's name")
@@ -399,6 +420,12 @@ class ProcessorSpec(_Spec):
     derive: dict[str, str] = Field(default_factory=dict, description="new field -> expression")
     where_after: str | None = Field(None, description="a filter on joined and derived fields")
     select: list[str] | None = Field(None, description="the fields to keep (default: all)")
+    python: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+        description="module:function applied after select: takes the working row (a dict), "
+        "returns it changed, or None to drop it",
+    )
     window: WindowSpec | None = None
     deletes: bool = Field(True, description="pass deletes on (as deletes of the output key)")
 
@@ -519,6 +546,10 @@ class Pipeline(_Spec):
     def publication(self) -> str:
         publication = self.source.publication if isinstance(self.source, PostgresSource) else None
         return publication or f"sluiceway_{self.name}"
+
+    def source_database(self) -> str | None:
+        """The source's database setting (None: the settings' default, or no database)."""
+        return getattr(self.source, "database", None)
 
     @property
     def topic_prefix(self) -> str:

@@ -45,10 +45,13 @@ def list_() -> None:
         raise typer.Exit(1) from None
     table = Table("pipeline", "source", "tables", "topics", "slot")
     for p in pipelines:
-        selection = p.source.tables
-        tables = ", ".join(
-            [t.table for t in selection] if isinstance(selection, list) else selection.include
-        )
+        selection = getattr(p.source, "tables", None)
+        if selection is None:
+            tables = "syslog.messages"
+        elif isinstance(selection, list):
+            tables = ", ".join(t.table for t in selection)
+        else:
+            tables = ", ".join(selection.include)
         table.add_row(p.name, p.source.kind, tables, f"{p.topic_prefix}.*", p.slot)
     console.print(table)
 

@@ -13,7 +13,11 @@ with Kafka transactions; Sluiceway adds the change-event contract around it:
   starts, so an event meets every row captured before it, with no re-keying; the join is by
   processing time;
 - **windows** aggregate the inserts of a stream per key in event time, with a grace period;
-  events later than it are dropped and counted (``stats.late``);
+  events later than it are dropped and counted (``stats.late``) and, with ``late: topic``,
+  also written to ``<prefix>.enriched.<name>.late`` with how late they were (at least once:
+  outside the processing transaction);
+- **python** steps (``module:function``) let power users change or drop working rows in
+  plain Python between the declarative steps and the window;
 - **output**: ``<prefix>.enriched.<name>``, in the same envelope as capture writes (source
   connector ``sluiceway-processor``, schema ``enriched``), keyed by the source row's key (by key
   and window start for windows), with its shape published to ``<prefix>.schemas`` — so every
@@ -189,6 +193,28 @@ class _Output:
         return orjson.dumps({k: image.get(k) for k in self.keys})
 
 
+def _python_step(path: str) -> Any:
+    """A power user's own step (``module:function``): the working row in, a row or None out.
+    The meta fields (``__op``, ``__pos``, ``__ts``) are kept if the function drops them."""
+    import importlib
+
+    module_name, _, name = path.partition(":")
+    try:
+        function = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"processor python step {path}: {exc}") from None
+
+    def step(row: dict[str, Any]) -> dict[str, Any] | None:
+        result = function(dict(row))
+        if result is None:
+            return None
+        if not isinstance(result, dict):
+            raise TypeError(f"{path} returned {type(result).__name__}, not a dict or None")
+        return {**{k: row[k] for k in META if k in row}, **result}
+
+    return step
+
+
 class Processing:
     """Runs every processor of one pipeline until `stop` is set."""
 
@@ -205,6 +231,10 @@ class Processing:
         self.schemas = SchemaCatalog(settings.kafka, f"{pipeline.topic_prefix}.schemas")
         self._column_types: dict[str, ColumnSchema] = {}
         self._schema_producer = Producer(
+            {**settings.kafka.client_config(), "enable.idempotence": True, "acks": "all"}
+        )
+        # Late events (window.late: topic) go out beside the transaction: at least once.
+        self._late_producer = Producer(
             {**settings.kafka.client_config(), "enable.idempotence": True, "acks": "all"}
         )
         self.dead_letters: DeadLetters | None = None
@@ -228,6 +258,12 @@ class Processing:
             state_dir=str(settings.state_dir / "processing" / pipeline.name),
             on_processing_error=self._on_error,
             loglevel=None,
+            # A worker that dies (kill -9) loses its partitions to the others within ~10 s
+            # (Kafka's default session timeout is 45 s).
+            consumer_extra_config={"session.timeout.ms": 10_000, "heartbeat.interval.ms": 2_000},
+            # A killed worker's open transaction holds back read_committed consumers of its
+            # output until the broker aborts it: 15 s (3x the checkpoint interval), not 60 s.
+            producer_extra_config={"transaction.timeout.ms": 15_000},
         )
         self._inputs: dict[str, Any] = {}
         self._outputs: dict[str, Any] = {}
@@ -369,6 +405,8 @@ class Processing:
         if spec.select:
             wanted = set(spec.select) | set(keys) | set(META)
             sdf = sdf.apply(lambda v, w=wanted: {k: x for k, x in v.items() if k in w})
+        if spec.python:
+            sdf = sdf.apply(_python_step(spec.python)).filter(lambda v: v is not None)
         if spec.window is not None:
             sdf, keys = self._window(spec, sdf, types), [spec.window.key, "window_start"]
         output = _Output(self, spec.name, keys)
@@ -394,9 +432,37 @@ class Processing:
         duration = int(window.seconds * 1000)
         grace = int(window.grace_seconds * 1000)
 
-        def late(*_args: Any, **_kwargs: Any) -> bool:
+        late_topic = enriched_topic(self.pipeline, spec.name) + ".late"
+        if window.late == "topic":
+            ensure_topics(
+                kafka_admin(self.settings.kafka), [late_topic], self.pipeline.topics, partitions=1
+            )
+
+        def late(
+            value: Any,
+            key: Any,
+            timestamp_ms: int,
+            late_by_ms: int,
+            start: int,
+            end: int,
+            *_rest: Any,
+        ) -> bool:
             self.stats.late += 1
-            return False  # counted here; Quix need not log each one
+            if window.late == "topic":
+                record = {
+                    "row": {k: v for k, v in value.items() if k not in META},
+                    "timestamp_ms": timestamp_ms,
+                    "late_by_ms": late_by_ms,
+                    "window_start": start,
+                    "window_end": end,
+                }
+                self._late_producer.produce(
+                    late_topic,
+                    orjson.dumps(record, default=str),
+                    key if isinstance(key, bytes) else str(key).encode(),
+                )
+                self._late_producer.poll(0)
+            return False  # counted (and sent) here; Quix need not log each one
 
         if window.kind == "hopping":
             definition = sdf.hopping_window(
@@ -485,5 +551,6 @@ class Processing:
         try:
             self.app.run()
         finally:
+            self._late_producer.flush(30)
             for view in self._views.values():
                 view.stop()

@@ -3,14 +3,17 @@
 Specifications are data, not code, so their expressions are parsed with `ast` and evaluated
 over a whitelist: field names, literals, arithmetic, comparisons, ``and``/``or``/``not``,
 ``in``, ``is None``, and a few functions (``lower``, ``upper``, ``len``, ``round``, ``abs``,
-``coalesce``). Anything else is refused when the specification is loaded, naming the part.
+``coalesce``, ``decimal``, ``regex(text, pattern)`` — the first group that matches). Anything
+else is refused when the specification is loaded, naming the part.
 Decimal values stay exact (a decimal column arrives as `Decimal`).
 """
 
 from __future__ import annotations
 
 import ast
+import functools
 import operator
+import re
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
@@ -44,6 +47,22 @@ _COMPARE: dict[type[ast.cmpop], Callable[[Any, Any], bool]] = {
 }
 
 
+@functools.lru_cache(maxsize=256)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+def _regex(text: Any, pattern: str) -> str | None:
+    """The first group of the first match of ``pattern`` in ``text`` (the whole match if the
+    pattern has no group); None when nothing matches."""
+    if text is None:
+        return None
+    found = _compiled(pattern).search(str(text))
+    if found is None:
+        return None
+    return found.group(1) if found.re.groups else found.group(0)
+
+
 def _coalesce(*values: Any) -> Any:
     return next((v for v in values if v is not None), None)
 
@@ -56,6 +75,7 @@ _FUNCTIONS: dict[str, Callable[..., Any]] = {
     "abs": abs,
     "coalesce": _coalesce,
     "decimal": lambda v: None if v is None else Decimal(str(v)),
+    "regex": lambda text, pattern: _regex(text, pattern),
 }
 
 

@@ -23,12 +23,16 @@ def capture_for(
     pipeline: Pipeline,
     on_stats: Callable[[CaptureStats], None] | None = None,
 ) -> Any:
-    """The capture of a pipeline, by its source kind (postgres, mysql, query)."""
+    """The capture of a pipeline, by its source kind (postgres, mysql, query, syslog)."""
     kind = pipeline.source.kind
     if kind == "mysql":
         from streaming.sources.mysql.capture import MySQLCapture
 
         return MySQLCapture(settings, pipeline, on_stats=on_stats)
+    if kind == "syslog":
+        from streaming.sources.syslog.listener import SyslogListener
+
+        return SyslogListener(settings, pipeline, on_stats=on_stats)
     if kind == "query":
         from streaming.sources.query.capture import QueryCapture
 
@@ -47,4 +51,6 @@ def describe_position(pipeline: Pipeline, confirmed: int) -> str:
         return format_lsn(confirmed)
     if kind == "mysql":
         return f"binlog {confirmed >> 32:06d}:{confirmed & 0xFFFFFFFF}" if confirmed else "-"
+    if kind == "syslog":
+        return f"{confirmed:,} messages"
     return "per table (polling)"

@@ -1,0 +1,3 @@
+"""Syslog as a source: a listener producing log messages as insert events."""
+
+__all__: list[str] = []
