@@ -54,6 +54,7 @@ format: venv ## format the code with ruff
 bench: up ## run the benchmarks (each beside its baseline) and record docs/benchmarks.json and .md
 	$(BIN)/python -m bench.capture_postgres
 	$(BIN)/python -m bench.capture_mysql
+	$(BIN)/python -m bench.enrich
 	$(BIN)/python -m bench.load
 	$(BIN)/python -m bench.dlt_merge --rows 300000
 

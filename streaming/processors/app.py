@@ -129,6 +129,7 @@ class _Output:
         self.keys = keys
         self.columns: dict[str, ColumnSchema] = {}
         self.published: set[str] = set()
+        self.shape: TableSchema | None = None
 
     def envelope(self, row: dict[str, Any]) -> dict[str, Any]:
         owner = self.owner
@@ -151,10 +152,12 @@ class _Output:
             if key not in self.columns:
                 self.columns[key] = ColumnSchema(key, "string", "text", key=True)
                 changed = True
-        shape = TableSchema("enriched", self.name, tuple(self.columns.values()))
-        if changed or shape.id not in self.published:
-            owner.publish(shape)
-            self.published.add(shape.id)
+        shape = self.shape
+        if changed or shape is None:  # a new shape only when a column appears
+            shape = self.shape = TableSchema("enriched", self.name, tuple(self.columns.values()))
+            if shape.id not in self.published:
+                owner.publish(shape)
+                self.published.add(shape.id)
         op = row.get("__op", "c")
         commit, lsn = row.get("__pos") or (0, 0)
         source = {

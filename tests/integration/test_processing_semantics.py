@@ -103,8 +103,7 @@ def test_joins_see_the_table_as_it_stands_when_each_event_is_processed(
         source.change(PRODUCTS, "c", {"id": 4, "category": "tools"})
         source.change(PRODUCTS, "u", {"id": 1, "category": "comics"})
         view = processing._views["public.products"]
-        _wait(lambda: (view.get(4), (view.get(1) or {}).get("category")) != (None, "books"),
-              "the table view caught up")  # fmt: skip
+        _wait(lambda: view.get(4) is not None, "the insert seen")
         _wait(lambda: (view.get(1) or {}).get("category") == "comics", "the update seen")
         source.change(ITEMS, "c", {"id": 41, "product_id": 4})
         source.change(ITEMS, "c", {"id": 11, "product_id": 1})
