@@ -6,6 +6,7 @@ import typer
 from rich.console import Console
 
 from loaders.cli import load_app
+from migrations.cli import migrate_app
 from orchestration.cli import backfill, demo, stream_app, ui
 from sluiceway.errors import SluicewayError
 from stack.cli import app as stack_app
@@ -25,6 +26,7 @@ app.add_typer(capture_app, name="capture")
 app.add_typer(process_app, name="process")
 app.add_typer(load_app, name="load")
 app.add_typer(stream_app, name="stream")
+app.add_typer(migrate_app, name="migrate")
 app.command()(ui)
 app.command()(demo)
 app.command()(backfill)

@@ -1,0 +1,129 @@
+"""Migration plans: one small YAML file per move, declared like a pipeline.
+
+A plan names the old database (the source: MariaDB/MySQL or PostgreSQL), the new one (a
+PostgreSQL database), the tables, how names map, and the gates a cutover must pass::
+
+    name: legacy_to_pg
+    source: {kind: mysql, database: legacy}
+    target: {database: legacy_pg, schema: public}
+    tables: {include: [legacy.*]}
+    gates: {max_lag_seconds: 5, parity: required}
+    switch_hook: ./switch-dns.sh          # run at the switch, with SLUICEWAY_PRIMARY set
+
+Plans live in ``migrations/plans/`` (or anywhere, by path). Invalid plans fail at load naming
+the file, the field, the value and the fix.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sluiceway.errors import ConfigError
+from sluiceway.pipeline import MySQLSource, Pipeline, PostgresSource, TableSelection
+from sluiceway.settings import REPO_ROOT
+from sluiceway.validation import describe_errors
+
+__all__ = ["PLANS_DIR", "Gates", "MigrationPlan", "MigrationSource", "MigrationTarget", "load_plan"]
+
+PLANS_DIR = REPO_ROOT / "migrations" / "plans"
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class MigrationSource(_Spec):
+    """The database being moved off (the primary until the cutover)."""
+
+    kind: Literal["mysql", "postgres"]
+    database: str = Field(description="the source database")
+
+
+class MigrationTarget(_Spec):
+    """The PostgreSQL database being moved to."""
+
+    kind: Literal["postgres"] = "postgres"
+    database: str = Field(description="the target database (created if missing)")
+    schema_name: str = Field("public", description="the schema the tables go into")
+
+
+class Gates(_Spec):
+    """What a cutover requires before it fences the source."""
+
+    max_lag_seconds: float = Field(5.0, gt=0, description="most replication lag allowed")
+    parity: Literal["required", "warn"] = Field(
+        "required", description="required: every table's counts and checksums must match"
+    )
+    approval: bool = Field(True, description="an explicit approval before the fence")
+
+
+class MigrationPlan(_Spec):
+    """One database move: copy, catch up, verify, fence, switch, and roll back."""
+
+    name: str = Field(description="lowercase identifier")
+    description: str = ""
+    source: MigrationSource
+    target: MigrationTarget
+    tables: TableSelection = Field(description="'schema.table' patterns (MySQL: database.table)")
+    naming: Literal["keep", "lower"] = Field("lower", description="target table/column names")
+    gates: Gates = Gates()
+    switch_hook: str | None = Field(
+        None, description="command run at the switch (env SLUICEWAY_PRIMARY, _FENCE_POSITION)"
+    )
+    drain_timeout_seconds: float = Field(60.0, gt=0, description="longest drain after the fence")
+
+    @model_validator(mode="after")
+    def _name(self) -> MigrationPlan:
+        if not _NAME.match(self.name):
+            raise ValueError(f"name {self.name!r} must be lowercase letters, digits and _")
+        return self
+
+    def pipeline(self) -> Pipeline:
+        """The forward pipeline: capture of the source into ``migrate_<name>.*`` topics."""
+        source: MySQLSource | PostgresSource
+        if self.source.kind == "mysql":
+            source = MySQLSource(database=self.source.database, tables=self.tables)
+        else:
+            source = PostgresSource(database=self.source.database, tables=self.tables)
+        return Pipeline(
+            name=f"migrate_{self.name}",
+            description=f"migration {self.name}: {self.source.database} -> {self.target.database}",
+            source=source,
+            topics={"partitions": 3},
+        )
+
+    def target_table(self, table: str) -> str:
+        """A source table's name in the target."""
+        return table.lower() if self.naming == "lower" else table
+
+
+def load_plan(name_or_path: str | Path, directory: Path = PLANS_DIR) -> MigrationPlan:
+    """Load and validate a plan by name (``migrations/plans/<name>.yaml``) or by path.
+
+    Raises:
+        ConfigError: naming the file, and each invalid field with its value and fix.
+    """
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = directory / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = ", ".join(p.stem for p in sorted(path.parent.glob("*.yaml"))) or "none"
+        raise ConfigError(f"no migration plan {str(name_or_path)!r} ({path}); known: {known}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping (name, source, target, tables, ...)")
+    try:
+        return MigrationPlan(**data)
+    except ValidationError as exc:
+        raise ConfigError(
+            f"invalid migration plan {path}:\n" + describe_errors(exc, MigrationPlan, str(path))
+        ) from None

@@ -1,0 +1,483 @@
+"""The phases of a migration, each resumable and idempotent, with the state they leave.
+
+- **prepare** creates the target database, schema and translated tables
+  (`migrations.schema`); re-run, ``IF NOT EXISTS`` changes nothing;
+- **copy + catch up** captures the source (consistent snapshot, then its log) into
+  ``migrate_<name>.*`` topics and loads them continuously into the target tables,
+  position-guarded; re-run, it resumes from the saved capture position and the offsets stored
+  in the target;
+- **verify** counts and checksums every table per key range and names the keys that differ
+  (`migrations.verify`); read-only;
+- **cutover** passes its gates (lag under ``gates.max_lag_seconds``, parity green, approval),
+  fences the source (``read_only``), waits for the in-flight transactions, drains until the
+  target applied the source's final binlog position, verifies exact parity there, sets the
+  identity sequences past the highest ids, drops the bookkeeping, records the switch and runs
+  the hook. Any failure after the fence lifts it again: the source stays the primary. The
+  write-unavailable window (fence to switch) is measured and recorded.
+
+Copying goes through Kafka like every pipeline — the same capture, the same loader — so the
+copy, the catch-up and a later rollback are one mechanism. The state file
+(``<state>/migrations/<name>.json``) records the phase, every verification and, later, the
+fence and switch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import psycopg2.errors
+from confluent_kafka import Consumer, TopicPartition
+from psycopg2 import sql as pgsql
+
+from loaders.base import POSITION, TableBatch
+from loaders.parity import ParityReport
+from loaders.postgres import PostgresSink
+from loaders.postgres.sink import OFFSETS
+from loaders.runner import Loader
+from loaders.sql import q
+from migrations.plan import MigrationPlan
+from migrations.schema import script, translate
+from migrations.verify import source_tables, verify
+from sluiceway.connect import mariadb_connection, postgres_connection
+from sluiceway.errors import SluicewayError
+from sluiceway.settings import Settings
+from streaming.sources import capture_for
+from streaming.sources.mysql.capture import BinlogPosition, encode_position
+from streaming.sources.statefile import load_state, save_state
+
+__all__ = ["CutoverFailed", "CutoverRefused", "MigrationRunner", "MigrationState"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MigrationState:
+    """What a migration has done so far."""
+
+    phase: str = "planned"  # planned, prepared, copying, cut over
+    primary: str = "source"  # which database the applications write to
+    verifications: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    cutover: dict[str, Any] | None = None  # position, fence/switch times, the window
+
+    @staticmethod
+    def path(state_dir: Path, name: str) -> Path:
+        return state_dir / "migrations" / f"{name}.json"
+
+    @classmethod
+    def load(cls, path: Path) -> MigrationState:
+        data = load_state(path)
+        return cls(**data) if data is not None else cls()
+
+    def save(self, path: Path) -> None:
+        save_state(path, asdict(self))
+
+    def record(self, what: str, **details: Any) -> None:
+        self.events.append(
+            {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "what": what, **details}
+        )
+
+
+class TargetSink(PostgresSink):
+    """The loader's PostgreSQL sink writing into the translated tables (source names)."""
+
+    def __init__(self, settings: Settings, plan: MigrationPlan) -> None:
+        super().__init__(settings.postgres, plan.target.database, plan.target.schema_name)
+        self.plan = plan
+
+    def table_name(self, batch: TableBatch, suffix: str = "") -> str:
+        name = self.plan.target_table(batch.table[1]) + suffix
+        return f"{q(self.schema)}.{q(name)}"
+
+
+class MigrationRunner:
+    """Runs one plan's phases."""
+
+    def __init__(self, settings: Settings, plan: MigrationPlan) -> None:
+        self.settings = settings
+        self.plan = plan
+        self.pipeline = plan.pipeline()
+        self.state_path = MigrationState.path(settings.state_dir, plan.name)
+        self.state = MigrationState.load(self.state_path)
+        self.stop = threading.Event()
+        self.capture: Any = None
+        self.loader: Loader | None = None
+        self.copy_running = threading.Event()  # set while `start` copies in this process
+        self.group = f"sluiceway.migrate.{plan.name}"
+        self.last_reports: list[ParityReport] = []
+
+    def _save(self) -> None:
+        self.state.save(self.state_path)
+
+    # --- plan and prepare ----------------------------------------------------------------------
+    def ddl(self) -> str:
+        """The reviewable DDL of the target schema."""
+        return script(self.plan, source_tables(self.settings, self.plan))
+
+    def prepare(self) -> list[str]:
+        """Create the target database, schema and tables (idempotent); the tables created."""
+        admin = postgres_connection(self.settings.postgres, database="postgres")
+        admin.autocommit = True
+        try:
+            with admin.cursor() as cur:
+                cur.execute(
+                    "SELECT 1 FROM pg_database WHERE datname = %s", (self.plan.target.database,)
+                )
+                if cur.fetchone() is None:
+                    cur.execute(
+                        pgsql.SQL("CREATE DATABASE {}").format(
+                            pgsql.Identifier(self.plan.target.database)
+                        )
+                    )
+        finally:
+            admin.close()
+        tables = source_tables(self.settings, self.plan)
+        conn = postgres_connection(self.settings.postgres, database=self.plan.target.database)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f"CREATE SCHEMA IF NOT EXISTS {q(self.plan.target.schema_name)}")
+                for table in tables:
+                    for statement in translate(self.plan, table):
+                        cur.execute(statement)
+            conn.commit()
+        except psycopg2.Error as exc:
+            conn.rollback()
+            raise SluicewayError(f"prepare of {self.plan.name}: {exc.pgerror or exc}") from exc
+        finally:
+            conn.close()
+        if self.state.phase == "planned":
+            self.state.phase = "prepared"
+        self.state.record("prepared", tables=[t.name for t in tables])
+        self._save()
+        return [t.name for t in tables]
+
+    # --- copy and catch up ---------------------------------------------------------------------
+    def start(self, on_progress: Callable[[MigrationRunner], None] | None = None) -> None:
+        """Copy and catch up until `stop` is set: capture and load run side by side."""
+        if self.state.phase == "cut over":
+            raise SluicewayError(f"{self.plan.name} is cut over: nothing left to copy")
+        if self.state.phase == "planned":
+            self.prepare()
+        self.state.phase = "copying"
+        self.state.record("copy started")
+        self._save()
+        self.capture = capture_for(self.settings, self.pipeline)
+        sink = TargetSink(self.settings, self.plan)
+        self.loader = Loader(
+            self.settings,
+            self.pipeline,
+            sink,
+            mode="current",
+            group=self.group,
+            batch_seconds=0.2,
+        )
+        errors: list[BaseException] = []
+
+        def run(worker: Any) -> None:
+            try:
+                worker.run()
+            except BaseException as exc:  # noqa: BLE001 - surfaced below
+                errors.append(exc)
+                self.stop.set()
+
+        threads = [
+            threading.Thread(target=run, args=(self.capture,), daemon=True, name="capture"),
+            threading.Thread(target=run, args=(self.loader,), daemon=True, name="load"),
+        ]
+        for thread in threads:
+            thread.start()
+        self.copy_running.set()
+        try:
+            while not self.stop.wait(0.5):
+                if on_progress is not None:
+                    on_progress(self)
+                if MigrationState.load(self.state_path).phase == "cut over":
+                    break  # a cutover run elsewhere finished the copy
+        finally:
+            self.capture.stop.set()
+            self.loader.stop.set()
+            for thread in threads:
+                thread.join(60)
+            sink.close()
+            self.copy_running.clear()
+        if errors:
+            raise errors[0]
+
+    # --- verify --------------------------------------------------------------------------------
+    def verify(self) -> bool:
+        """Compare every table now; records the result; True when all are equal."""
+        reports = verify(self.settings, self.plan)
+        self.last_reports = reports
+        result = {
+            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "ok": all(r.ok for r in reports),
+            "tables": {
+                r.table: {
+                    "source_rows": r.source_rows,
+                    "target_rows": r.target_rows,
+                    "differing_ranges": len(r.differing_ranges),
+                    "missing_in_target": r.missing_in_target,
+                    "extra_in_target": r.extra_in_target,
+                    "different_values": r.different_values,
+                    "differing_keys": [
+                        list(k) if isinstance(k, tuple | list) else [k]
+                        for k in r.differing_keys[:20]
+                    ],
+                }
+                for r in reports
+            },
+        }
+        self.state.verifications = [*self.state.verifications, result][-50:]
+        self._save()
+        for report in reports:
+            log.info(report.summary())
+        return bool(result["ok"])
+
+    # --- positions -----------------------------------------------------------------------------
+    def _source(self) -> Any:
+        return mariadb_connection(
+            self.settings.mariadb, database=self.plan.source.database, autocommit=True
+        )
+
+    def source_position(self) -> int:
+        """The source's current binlog position (encoded)."""
+        conn = self._source()
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SHOW MASTER STATUS")
+                file, pos = cur.fetchone()[:2]
+        finally:
+            conn.close()
+        return encode_position(str(file), int(pos))
+
+    def captured_position(self) -> int:
+        """Where capture's confirmed position stands (saved once Kafka acknowledged)."""
+        saved = BinlogPosition.load(
+            BinlogPosition.path(self.settings.state_dir, self.pipeline.name)
+        )
+        return encode_position(saved.file, saved.pos) if saved and saved.snapshot_done else 0
+
+    def _stored_offsets(self) -> dict[tuple[str, int], int]:
+        """The offsets the target stored with the rows it applied (one transaction)."""
+        conn = postgres_connection(self.settings.postgres, database=self.plan.target.database)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(
+                    f"SELECT topic, part, next_offset FROM {q(self.plan.target.schema_name)}."
+                    f"{OFFSETS} WHERE grp = %s",
+                    (self.group,),
+                )
+                return {(t, p): o for t, p, o in cur.fetchall()}
+        except psycopg2.errors.UndefinedTable:
+            return {}
+        finally:
+            conn.close()
+
+    def _high_watermarks(self) -> dict[tuple[str, int], int]:
+        consumer = Consumer({**self.settings.kafka.client_config(), "group.id": self.group})
+        try:
+            prefix = f"{self.pipeline.topic_prefix}.{self.plan.source.database}."
+            found = {}
+            for topic, metadata in consumer.list_topics(timeout=10).topics.items():
+                if topic.startswith(prefix):
+                    for partition in metadata.partitions:
+                        high = consumer.get_watermark_offsets(
+                            TopicPartition(topic, partition), timeout=10
+                        )[1]
+                        found[(topic, partition)] = int(high)
+            return found
+        finally:
+            consumer.close()
+
+    def wait_applied(self, position: int, timeout: float) -> float | None:
+        """Wait until the target applied every change up to the source ``position``: capture
+        confirmed it (so its events are in Kafka), then the target stored offsets past the
+        ends of the topics as they stood then. The seconds it took, or None on timeout."""
+        started = time.monotonic()
+        deadline = started + timeout
+        while self.captured_position() < position:
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.05)
+        ends = self._high_watermarks()
+        while True:
+            stored = self._stored_offsets()
+            if all(stored.get(tp, 0) >= end for tp, end in ends.items() if end > 0):
+                return time.monotonic() - started
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.05)
+
+    # --- cutover -------------------------------------------------------------------------------
+    def _parity(self, rounds: int = 3) -> bool:
+        """Parity under live writes. Rows changed while the two sides are read differ for a
+        moment (they are in flight); a real divergence differs every time. So a red result is
+        compared again once the target caught up, and parity is red only for keys that differed
+        in every round."""
+        persistent: set[tuple[str, Any]] | None = None
+        for attempt in range(rounds):
+            if self.verify():
+                return True
+            keys = {(r.table, repr(k)) for r in self.last_reports for k in r.differing_keys}
+            persistent = keys if persistent is None else persistent & keys
+            if attempt > 0 and not persistent:
+                return True
+            if attempt + 1 < rounds:
+                self.wait_applied(self.source_position(), self.plan.gates.max_lag_seconds * 4)
+        return False
+
+    def cutover(self, approved: bool = False) -> dict[str, Any]:
+        """Gates, fence, drain, verify, sequences, switch (see the module docstring).
+
+        Raises:
+            CutoverRefused: a gate is red (nothing fenced).
+            CutoverFailed: something failed after the fence (the fence was lifted).
+        """
+        gates = self.plan.gates
+        if self.state.phase == "cut over":
+            raise CutoverRefused(f"{self.plan.name} is already cut over ({self.state.cutover})")
+        if gates.approval and not approved:
+            raise CutoverRefused("the plan requires an explicit approval (--approve)")
+        lag = self.wait_applied(self.source_position(), gates.max_lag_seconds)
+        if lag is None:
+            self.state.record("cutover refused", reason="lag")
+            self._save()
+            raise CutoverRefused(
+                f"the target is more than {gates.max_lag_seconds:g} s behind the source"
+            )
+        if not self._parity() and gates.parity == "required":
+            last = self.state.verifications[-1]["tables"]
+            red = {t: v["differing_keys"][:5] for t, v in last.items() if v["differing_ranges"]}
+            self.state.record("cutover refused", reason="parity", tables=red)
+            self._save()
+            raise CutoverRefused(f"parity is red: {red}")
+        source = self._source()
+        fence_wall = _now()
+        fenced = time.monotonic()
+        with source.cursor() as cur:
+            cur.execute("SET GLOBAL read_only = ON")
+        self.state.record("fenced", at=fence_wall)
+        self._save()
+        try:
+            final = self._final_position(source)
+            drained = self.wait_applied(final, self.plan.drain_timeout_seconds)
+            if drained is None:
+                raise CutoverFailed(
+                    f"the target did not apply the final position in "
+                    f"{self.plan.drain_timeout_seconds:g} s"
+                )
+            if self.copy_running.is_set():  # the copy applied everything: stop it here
+                self.stop.set()
+                deadline = time.monotonic() + 60
+                while self.copy_running.is_set() and time.monotonic() < deadline:
+                    time.sleep(0.05)
+            if not self.verify():
+                raise CutoverFailed("parity is red at the fence position")
+            self._finish_target()
+        except BaseException as exc:
+            with source.cursor() as cur:
+                cur.execute("SET GLOBAL read_only = OFF")
+            source.close()
+            self.state.record("fence lifted", reason=str(exc))
+            self._save()
+            if isinstance(exc, CutoverFailed):
+                raise
+            raise CutoverFailed(f"cutover failed after the fence: {exc}") from exc
+        switched = time.monotonic()
+        source.close()
+        file, pos = divmod(final, 1 << 32)
+        self.state.phase = "cut over"
+        self.state.primary = "target"
+        self.state.cutover = {
+            "fence_at": fence_wall,
+            "switch_at": _now(),
+            "position": {"file_number": file, "pos": pos},
+            "write_unavailable_seconds": round(switched - fenced, 3),
+            "drain_seconds": round(drained, 3),
+        }
+        self.state.record("switched", primary="target", **self.state.cutover)
+        self._save()
+        self._hook(final)
+        return self.state.cutover
+
+    def _final_position(self, source: Any) -> int:
+        """After the fence: wait for transactions still writing, then the final position."""
+        deadline = time.monotonic() + 10
+        with source.cursor() as cur:
+            while time.monotonic() < deadline:
+                cur.execute(
+                    "SELECT COUNT(*) FROM information_schema.innodb_trx "
+                    "WHERE trx_mysql_thread_id <> CONNECTION_ID() AND trx_rows_modified > 0"
+                )
+                if int(cur.fetchone()[0]) == 0:
+                    break
+                time.sleep(0.02)
+            cur.execute("SHOW MASTER STATUS")
+            file, pos = cur.fetchone()[:2]
+        return encode_position(str(file), int(pos))
+
+    def _finish_target(self) -> None:
+        """Identity sequences past the highest ids; the copy's bookkeeping dropped."""
+        schema = q(self.plan.target.schema_name)
+        conn = postgres_connection(self.settings.postgres, database=self.plan.target.database)
+        try:
+            with conn.cursor() as cur:
+                for table in source_tables(self.settings, self.plan):
+                    name = f"{schema}.{q(self.plan.target_table(table.name))}"
+                    if table.identity is not None:
+                        cur.execute(
+                            "SELECT setval(pg_get_serial_sequence(%s, %s), "
+                            f"COALESCE((SELECT max({q(table.identity)}) FROM {name}), 0)::bigint "
+                            "+ 1, false)",
+                            (name, table.identity),
+                        )
+                    cur.execute(
+                        f"ALTER TABLE {name} DROP COLUMN IF EXISTS {POSITION[0]}, "
+                        f"DROP COLUMN IF EXISTS {POSITION[1]}"
+                    )
+                    guard = q(self.plan.target_table(table.name) + "__deletes")
+                    cur.execute(f"DROP TABLE IF EXISTS {schema}.{guard}")
+                cur.execute(f"DROP TABLE IF EXISTS {schema}.{OFFSETS}")
+            conn.commit()
+        except psycopg2.Error:
+            conn.rollback()
+            raise
+        finally:
+            conn.close()
+
+    def _hook(self, position: int) -> None:
+        if not self.plan.switch_hook:
+            return
+        env = {
+            **os.environ,
+            "SLUICEWAY_MIGRATION": self.plan.name,
+            "SLUICEWAY_PRIMARY": f"postgresql://{self.settings.postgres.host}:"
+            f"{self.settings.postgres.port}/{self.plan.target.database}",
+            "SLUICEWAY_FENCE_POSITION": f"{position >> 32}:{position & 0xFFFFFFFF}",
+        }
+        done = subprocess.run(  # noqa: S602 - the plan's own hook, run as its author wrote it
+            self.plan.switch_hook, shell=True, env=env, capture_output=True, text=True, check=False
+        )
+        self.state.record("switch hook", exit=done.returncode, output=done.stdout[-2000:])
+        self._save()
+
+
+class CutoverRefused(SluicewayError):
+    """A gate is red: nothing was fenced, the source is still the primary."""
+
+
+class CutoverFailed(SluicewayError):
+    """The cutover failed after the fence; the fence was lifted, the source is the primary."""
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
