@@ -1,4 +1,4 @@
-"""``sluiceway migrate``: plan, prepare, start (copy + catch up), status, verify, cutover."""
+"""``sluiceway migrate``: plan, prepare, start, status, verify, cutover, rollback."""
 
 from __future__ import annotations
 
@@ -51,7 +51,8 @@ def prepare(plan: PlanName) -> None:
 
 @migrate_app.command()
 def start(plan: PlanName) -> None:
-    """Copy and catch up until Ctrl-C/SIGTERM (resumable: run it again to continue)."""
+    """Copy and catch up (after a cutover: reverse replication) until Ctrl-C/SIGTERM;
+    resumable: run it again to continue."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     runner = _runner(plan)
 
@@ -130,4 +131,26 @@ def cutover(
     console.print(
         f"cut over at {result['switch_at']}: the target is the primary; writes were unavailable "
         f"for {result['write_unavailable_seconds']:.2f} s"
+    )
+
+
+@migrate_app.command()
+def rollback(
+    plan: PlanName,
+    approve: Annotated[bool, typer.Option("--approve", help="the explicit approval")] = False,
+) -> None:
+    """After a cutover: fence the new primary, drain reverse replication, verify, and make the
+    old source the primary again."""
+    runner = _runner(plan)
+    try:
+        result = runner.rollback(approved=approve)
+    except CutoverRefused as exc:
+        console.print(f"[yellow]rollback refused:[/yellow] {exc}")
+        raise typer.Exit(2) from None
+    except CutoverFailed as exc:
+        console.print(f"[red]rollback failed, the target is still the primary:[/red] {exc}")
+        raise typer.Exit(1) from None
+    console.print(
+        f"rolled back at {result['switch_at']}: the source is the primary; writes were "
+        f"unavailable for {result['write_unavailable_seconds']:.2f} s"
     )

@@ -35,7 +35,8 @@ from typing import Any
 
 import psycopg2
 import psycopg2.errors
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka.admin import AdminClient
 from psycopg2 import sql as pgsql
 
 from loaders.base import POSITION, TableBatch
@@ -45,13 +46,16 @@ from loaders.postgres.sink import OFFSETS
 from loaders.runner import Loader
 from loaders.sql import q
 from migrations.plan import MigrationPlan
+from migrations.reverse import MySQLApplier
 from migrations.schema import script, translate
 from migrations.verify import source_tables, verify
 from sluiceway.connect import mariadb_connection, postgres_connection
 from sluiceway.errors import SluicewayError
+from sluiceway.pipeline import Pipeline, PostgresSource, TableSelection
 from sluiceway.settings import Settings
 from streaming.sources import capture_for
 from streaming.sources.mysql.capture import BinlogPosition, encode_position
+from streaming.sources.postgres.catalog import drop_slot, ensure_publication, slot_health
 from streaming.sources.statefile import load_state, save_state
 
 __all__ = ["CutoverFailed", "CutoverRefused", "MigrationRunner", "MigrationState"]
@@ -113,6 +117,8 @@ class MigrationRunner:
         self.loader: Loader | None = None
         self.copy_running = threading.Event()  # set while `start` copies in this process
         self.group = f"sluiceway.migrate.{plan.name}"
+        self.reverse_group = f"sluiceway.migrate.{plan.name}.reverse"
+        self.applier: MySQLApplier | None = None
         self.last_reports: list[ParityReport] = []
 
     def _save(self) -> None:
@@ -161,10 +167,28 @@ class MigrationRunner:
         return [t.name for t in tables]
 
     # --- copy and catch up ---------------------------------------------------------------------
+    def reverse_pipeline(self) -> Pipeline:
+        """Capture of the new primary (the target), for reverse replication after a cutover."""
+        return Pipeline(
+            name=f"migrate_{self.plan.name}_reverse",
+            source=PostgresSource(
+                database=self.plan.target.database,
+                tables=TableSelection(include=[f"{self.plan.target.schema_name}.*"]),
+                snapshot="never",
+                heartbeat_seconds=0.5,
+                status_seconds=0.2,
+            ),
+            topics={"partitions": 3},
+        )
+
     def start(self, on_progress: Callable[[MigrationRunner], None] | None = None) -> None:
-        """Copy and catch up until `stop` is set: capture and load run side by side."""
+        """Until `stop` is set: before the cutover, copy and catch up (capture and load side by
+        side); after it, reverse replication (the target's changes back to the old source)."""
+        if self.state.phase == "rolled back":
+            raise SluicewayError(f"{self.plan.name} was rolled back: the source is the primary")
         if self.state.phase == "cut over":
-            raise SluicewayError(f"{self.plan.name} is cut over: nothing left to copy")
+            self._run_workers(self._reverse_workers(), on_progress, until="rolled back")
+            return
         if self.state.phase == "planned":
             self.prepare()
         self.state.phase = "copying"
@@ -180,6 +204,33 @@ class MigrationRunner:
             group=self.group,
             batch_seconds=0.2,
         )
+        try:
+            self._run_workers([self.capture, self.loader], on_progress, until="cut over")
+        finally:
+            sink.close()
+
+    def _reverse_workers(self) -> list[Any]:
+        reverse = self.reverse_pipeline()
+        self.capture = capture_for(self.settings, reverse)
+        self.applier = MySQLApplier(
+            self.settings,
+            self.plan,
+            source_tables(self.settings, self.plan),
+            reverse.topic_prefix,
+            self.reverse_group,
+            reverse.topics,
+        )
+        self.state.record("reverse replication started")
+        self._save()
+        return [self.capture, self.applier]
+
+    def _run_workers(
+        self,
+        workers: list[Any],
+        on_progress: Callable[[MigrationRunner], None] | None,
+        until: str,
+    ) -> None:
+        """Run the workers in threads until `stop`, a worker's failure, or phase ``until``."""
         errors: list[BaseException] = []
 
         def run(worker: Any) -> None:
@@ -189,10 +240,7 @@ class MigrationRunner:
                 errors.append(exc)
                 self.stop.set()
 
-        threads = [
-            threading.Thread(target=run, args=(self.capture,), daemon=True, name="capture"),
-            threading.Thread(target=run, args=(self.loader,), daemon=True, name="load"),
-        ]
+        threads = [threading.Thread(target=run, args=(w,), daemon=True) for w in workers]
         for thread in threads:
             thread.start()
         self.copy_running.set()
@@ -200,14 +248,13 @@ class MigrationRunner:
             while not self.stop.wait(0.5):
                 if on_progress is not None:
                     on_progress(self)
-                if MigrationState.load(self.state_path).phase == "cut over":
-                    break  # a cutover run elsewhere finished the copy
+                if MigrationState.load(self.state_path).phase == until:
+                    break  # a cutover (or rollback) run elsewhere finished this work
         finally:
-            self.capture.stop.set()
-            self.loader.stop.set()
+            for worker in workers:
+                worker.stop.set()
             for thread in threads:
                 thread.join(60)
-            sink.close()
             self.copy_running.clear()
         if errors:
             raise errors[0]
@@ -283,9 +330,12 @@ class MigrationRunner:
             conn.close()
 
     def _high_watermarks(self) -> dict[tuple[str, int], int]:
+        return self._ends(f"{self.pipeline.topic_prefix}.{self.plan.source.database}.")
+
+    def _ends(self, prefix: str) -> dict[tuple[str, int], int]:
+        """The high watermark of every partition of the topics starting with ``prefix``."""
         consumer = Consumer({**self.settings.kafka.client_config(), "group.id": self.group})
         try:
-            prefix = f"{self.pipeline.topic_prefix}.{self.plan.source.database}."
             found = {}
             for topic, metadata in consumer.list_topics(timeout=10).topics.items():
                 if topic.startswith(prefix):
@@ -318,7 +368,7 @@ class MigrationRunner:
             time.sleep(0.05)
 
     # --- cutover -------------------------------------------------------------------------------
-    def _parity(self, rounds: int = 3) -> bool:
+    def _parity(self, rounds: int = 3, reverse: bool = False) -> bool:
         """Parity under live writes. Rows changed while the two sides are read differ for a
         moment (they are in flight); a real divergence differs every time. So a red result is
         compared again once the target caught up, and parity is red only for keys that differed
@@ -332,7 +382,11 @@ class MigrationRunner:
             if attempt > 0 and not persistent:
                 return True
             if attempt + 1 < rounds:
-                self.wait_applied(self.source_position(), self.plan.gates.max_lag_seconds * 4)
+                wait = self.plan.gates.max_lag_seconds * 4
+                if reverse:
+                    self._reverse_applied(self._current_lsn(), wait)
+                else:
+                    self.wait_applied(self.source_position(), wait)
         return False
 
     def cutover(self, approved: bool = False) -> dict[str, Any]:
@@ -448,11 +502,174 @@ class MigrationRunner:
                     cur.execute(f"DROP TABLE IF EXISTS {schema}.{guard}")
                 cur.execute(f"DROP TABLE IF EXISTS {schema}.{OFFSETS}")
             conn.commit()
+            # Reverse replication starts here, inside the fence: the slot's first position is
+            # before any write to the new primary.
+            reverse = self.reverse_pipeline()
+            selection = TableSelection(include=[f"{self.plan.target.schema_name}.*"])
+            ensure_publication(conn, reverse.publication, selection)
+            conn.commit()
+            if slot_health(conn, reverse.slot) is None:
+                with conn.cursor() as cur:
+                    cur.execute(
+                        "SELECT pg_create_logical_replication_slot(%s, 'pgoutput')",
+                        (reverse.slot,),
+                    )
+                conn.commit()
         except psycopg2.Error:
             conn.rollback()
             raise
         finally:
             conn.close()
+
+    # --- rollback ------------------------------------------------------------------------------
+    def _target_conn(self, autocommit: bool = True) -> Any:
+        conn = postgres_connection(self.settings.postgres, database=self.plan.target.database)
+        conn.autocommit = autocommit
+        return conn
+
+    def _reverse_applied(self, lsn: int, timeout: float) -> float | None:
+        """Wait until reverse capture confirmed ``lsn`` of the target and the applier committed
+        every reverse record then in Kafka; seconds, or None on timeout."""
+        started = time.monotonic()
+        deadline = started + timeout
+        reverse = self.reverse_pipeline()
+        conn = self._target_conn()
+        try:
+            while True:
+                health = slot_health(conn, reverse.slot)
+                if health is not None and health.confirmed_flush_lsn >= lsn:
+                    break
+                if time.monotonic() > deadline:
+                    return None
+                time.sleep(0.05)
+        finally:
+            conn.close()
+        admin = AdminClient(self.settings.kafka.client_config())
+        prefix = f"{reverse.topic_prefix}.{self.plan.target.schema_name}."
+        ends = {tp: e for tp, e in self._ends(prefix).items() if e > 0}
+        request = [
+            ConsumerGroupTopicPartitions(
+                self.reverse_group, [TopicPartition(t, p) for t, p in ends]
+            )
+        ]
+        while True:
+            if not ends:
+                return time.monotonic() - started
+            found = admin.list_consumer_group_offsets(request)[self.reverse_group].result(10)
+            done = {(tp.topic, tp.partition): tp.offset for tp in found.topic_partitions}
+            if all(done.get(tp, -1) >= end for tp, end in ends.items()):
+                return time.monotonic() - started
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.05)
+
+    def _current_lsn(self) -> int:
+        conn = self._target_conn()
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")
+                return int(cur.fetchone()[0])
+        finally:
+            conn.close()
+
+    def _fence_target(self, on: bool) -> None:
+        """New sessions of the target database are read-only (and open ones are closed)."""
+        database = pgsql.Identifier(self.plan.target.database)
+        conn = postgres_connection(self.settings.postgres, database="postgres")
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                if on:
+                    cur.execute(
+                        pgsql.SQL(
+                            "ALTER DATABASE {} SET default_transaction_read_only = on"
+                        ).format(database)
+                    )
+                    cur.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                        "datname = %s AND backend_type = 'client backend' "
+                        "AND pid <> pg_backend_pid()",
+                        (self.plan.target.database,),
+                    )
+                else:
+                    cur.execute(
+                        pgsql.SQL("ALTER DATABASE {} RESET default_transaction_read_only").format(
+                            database
+                        )
+                    )
+        finally:
+            conn.close()
+
+    def rollback(self, approved: bool = False) -> dict[str, Any]:
+        """Make the old source the primary again, with the new primary's changes carried back:
+        gates (reverse lag, parity, approval), fence the target, drain, verify, unfence the
+        source, switch.
+
+        Raises:
+            CutoverRefused: not cut over, or a gate is red (nothing fenced).
+            CutoverFailed: something failed after the fence (the fence was lifted).
+        """
+        gates = self.plan.gates
+        if self.state.phase != "cut over":
+            raise CutoverRefused(f"{self.plan.name} is not cut over (phase {self.state.phase})")
+        if gates.approval and not approved:
+            raise CutoverRefused("the plan requires an explicit approval (--approve)")
+        if self._reverse_applied(self._current_lsn(), gates.max_lag_seconds) is None:
+            self.state.record("rollback refused", reason="lag")
+            self._save()
+            raise CutoverRefused(
+                f"reverse replication is more than {gates.max_lag_seconds:g} s behind"
+            )
+        if not self._parity(reverse=True) and gates.parity == "required":
+            self.state.record("rollback refused", reason="parity")
+            self._save()
+            raise CutoverRefused("parity is red between the new primary and the old source")
+        fence_wall = _now()
+        fenced = time.monotonic()
+        self._fence_target(True)
+        self.state.record("target fenced", at=fence_wall)
+        self._save()
+        try:
+            final = self._current_lsn()
+            drained = self._reverse_applied(final, self.plan.drain_timeout_seconds)
+            if drained is None:
+                raise CutoverFailed("the old source did not apply the target's final changes")
+            if self.copy_running.is_set():
+                self.stop.set()
+                deadline = time.monotonic() + 60
+                while self.copy_running.is_set() and time.monotonic() < deadline:
+                    time.sleep(0.05)
+            if not self.verify():
+                raise CutoverFailed("parity is red at the target's final position")
+            source = self._source()
+            with source.cursor() as cur:
+                cur.execute("SET GLOBAL read_only = OFF")
+            source.close()
+        except BaseException as exc:
+            self._fence_target(False)
+            self.state.record("target fence lifted", reason=str(exc))
+            self._save()
+            if isinstance(exc, CutoverFailed):
+                raise
+            raise CutoverFailed(f"rollback failed after the fence: {exc}") from exc
+        switched = time.monotonic()
+        conn = self._target_conn()
+        try:
+            drop_slot(conn, self.reverse_pipeline().slot, timeout=30)
+        finally:
+            conn.close()
+        self.state.phase = "rolled back"
+        self.state.primary = "source"
+        result = {
+            "fence_at": fence_wall,
+            "switch_at": _now(),
+            "target_lsn": final,
+            "write_unavailable_seconds": round(switched - fenced, 3),
+            "drain_seconds": round(drained, 3),
+        }
+        self.state.record("rolled back", primary="source", **result)
+        self._save()
+        return result
 
     def _hook(self, position: int) -> None:
         if not self.plan.switch_hook:

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg2.errors
 import pymysql
 import pytest
 
@@ -19,6 +20,8 @@ from sluiceway.connect import mariadb_connection, postgres_connection
 from sluiceway.settings import Settings
 from stack.manager import Stack
 from streaming.sources.mysql.capture import BinlogPosition, encode_position
+from streaming.sources.postgres.catalog import drop_slot
+from streaming.sources.postgres.state import CaptureState
 from tests.integration.conftest import require
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(400)]
@@ -59,8 +62,14 @@ def legacy(settings: Settings, stack: Stack, unique: str) -> Iterator[Any]:
         admin = postgres_connection(settings.postgres, database="postgres")
         admin.autocommit = True
         with admin.cursor() as cur:
+            cur.execute(
+                "SELECT slot_name FROM pg_replication_slots WHERE database = %s", (f"{unique}_pg",)
+            )
+            for (slot,) in cur.fetchall():
+                drop_slot(admin, slot, timeout=30)
             cur.execute(f'DROP DATABASE IF EXISTS "{unique}_pg" WITH (FORCE)')
         admin.close()
+        CaptureState.path(settings.state_dir, f"migrate_{unique}_reverse").unlink(missing_ok=True)
         BinlogPosition.path(settings.state_dir, f"migrate_{unique}").unlink(missing_ok=True)
         MigrationState.path(settings.state_dir, unique).unlink(missing_ok=True)
 
@@ -232,7 +241,7 @@ def test_mariadb_to_postgres_copy_verify_refuse_and_cut_over(
         assert cur.fetchone()[0] == 0
         # New rows on the new primary get ids past the copied ones.
         cur.execute('SELECT max(id) FROM public."customers"')
-        highest = cur.fetchone()[0]
+        highest = int(cur.fetchone()[0])
         cur.execute(
             "INSERT INTO public.customers (email, tier) VALUES ('new@example.org', 'gold') "
             "RETURNING id"
@@ -246,3 +255,66 @@ def test_mariadb_to_postgres_copy_verify_refuse_and_cut_over(
         "fenced",
         "switched",
     ]
+    rollback_window(settings, legacy, unique, plan, int(highest))
+
+
+def rollback_window(
+    settings: Settings, legacy: Any, unique: str, plan: MigrationPlan, highest: int
+) -> None:
+    """Reverse replication while the new primary takes writes, then the rollback."""
+    runner = MigrationRunner(settings, plan)
+    thread, errors = run_in_thread(runner)  # after a cutover: reverse replication
+    primary = postgres_connection(settings.postgres, database=f"{unique}_pg")
+    primary.autocommit = True
+    try:
+        with primary.cursor() as cur:
+            cur.execute(
+                "INSERT INTO public.customers (email, name, tier) "
+                "VALUES ('after@example.org', 'written on the new primary', 'gold') RETURNING id"
+            )
+            new_id = cur.fetchone()[0]
+            cur.execute("UPDATE public.customers SET name = 'renamed on pg' WHERE id = 1")
+            cur.execute("SELECT min(id) FROM public.orders")
+            gone = cur.fetchone()[0]
+            cur.execute("DELETE FROM public.orders WHERE id = %s", (gone,))
+            cur.execute(
+                "INSERT INTO public.orders (id, customer_id, total, notes, flags) "
+                "VALUES (18446744073709551615, %s, 12.34, '{\"late\": 1}', '110')",
+                (new_id,),
+            )
+        time.sleep(2)
+        with pytest.raises(CutoverRefused, match="approval"):
+            runner.rollback()
+        result = runner.rollback(approved=True)
+        thread.join(60)
+    finally:
+        runner.stop.set()
+        thread.join(60)
+        primary.close()
+    assert not errors, errors
+    assert new_id == highest + 2  # after the row the cutover test wrote
+    # The old source holds what the new primary wrote, and is the primary again.
+    with legacy.cursor() as cur:
+        cur.execute(
+            f"SELECT name FROM `{unique}`.Customers WHERE id IN (1, %s) ORDER BY id", (new_id,)
+        )
+        assert [r[0] for r in cur.fetchall()] == ["renamed on pg", "written on the new primary"]
+        cur.execute(f"SELECT COUNT(*) FROM `{unique}`.orders WHERE id = %s", (gone,))
+        assert cur.fetchone()[0] == 0
+        cur.execute(
+            f"SELECT total, notes, flags + 0 FROM `{unique}`.orders WHERE id = 18446744073709551615"
+        )
+        total, notes, flags = cur.fetchone()
+        assert (str(total), flags) == ("12.34", 6) and '"late"' in notes
+    assert runner.verify(), runner.state.verifications[-1]
+    app = app_connection(settings, unique)
+    with app.cursor() as cur:  # writable again for the application
+        cur.execute("INSERT INTO Customers (email) VALUES ('back@example.org')")
+    app.close()
+    # The new primary is fenced now.
+    fenced = postgres_connection(settings.postgres, database=f"{unique}_pg")
+    with fenced.cursor() as cur, pytest.raises(psycopg2.errors.ReadOnlySqlTransaction):
+        cur.execute("INSERT INTO public.customers (email, tier) VALUES ('no@example.org', 'basic')")
+    fenced.close()
+    assert runner.state.phase == "rolled back" and runner.state.primary == "source"
+    assert result["write_unavailable_seconds"] < 30
