@@ -13,6 +13,7 @@ from rich.live import Live
 from rich.table import Table
 
 from migrations.plan import load_plan
+from migrations.report import render
 from migrations.runner import CutoverFailed, CutoverRefused, MigrationRunner
 from sluiceway.settings import load_settings
 
@@ -154,3 +155,18 @@ def rollback(
         f"rolled back at {result['switch_at']}: the source is the primary; writes were "
         f"unavailable for {result['write_unavailable_seconds']:.2f} s"
     )
+
+
+@migrate_app.command()
+def report(
+    plan: PlanName,
+    output: Annotated[str | None, typer.Option("--output", "-o", help="write it here")] = None,
+) -> None:
+    """The migration report (markdown): tables, parity, lag, fence/switch, the window."""
+    runner = _runner(plan)
+    text = render(runner.plan, runner.state)
+    if output:
+        Path(output).write_text(text)
+        console.print(f"wrote {output}")
+    else:
+        console.print(text, highlight=False, markup=False)

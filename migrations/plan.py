@@ -28,7 +28,15 @@ from sluiceway.pipeline import MySQLSource, Pipeline, PostgresSource, TableSelec
 from sluiceway.settings import REPO_ROOT
 from sluiceway.validation import describe_errors
 
-__all__ = ["PLANS_DIR", "Gates", "MigrationPlan", "MigrationSource", "MigrationTarget", "load_plan"]
+__all__ = [
+    "PLANS_DIR",
+    "Gates",
+    "MigrationPlan",
+    "MigrationSource",
+    "MigrationTarget",
+    "list_plans",
+    "load_plan",
+]
 
 PLANS_DIR = REPO_ROOT / "migrations" / "plans"
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
@@ -127,3 +135,8 @@ def load_plan(name_or_path: str | Path, directory: Path = PLANS_DIR) -> Migratio
         raise ConfigError(
             f"invalid migration plan {path}:\n" + describe_errors(exc, MigrationPlan, str(path))
         ) from None
+
+
+def list_plans(directory: Path = PLANS_DIR) -> list[MigrationPlan]:
+    """Every plan in ``directory``."""
+    return [load_plan(path) for path in sorted(directory.glob("*.yaml"))]

@@ -72,6 +72,7 @@ class MigrationState:
     verifications: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     cutover: dict[str, Any] | None = None  # position, fence/switch times, the window
+    lag: list[dict[str, Any]] = field(default_factory=list)  # samples while copying
 
     @staticmethod
     def path(state_dir: Path, name: str) -> Path:
@@ -166,6 +167,10 @@ class MigrationRunner:
         self._save()
         return [t.name for t in tables]
 
+    def run(self) -> None:
+        """`start`, under the name every supervised worker has."""
+        self.start()
+
     # --- copy and catch up ---------------------------------------------------------------------
     def reverse_pipeline(self) -> Pipeline:
         """Capture of the new primary (the target), for reverse replication after a cutover."""
@@ -244,10 +249,14 @@ class MigrationRunner:
         for thread in threads:
             thread.start()
         self.copy_running.set()
+        next_sample = time.monotonic()
         try:
             while not self.stop.wait(0.5):
                 if on_progress is not None:
                     on_progress(self)
+                if time.monotonic() >= next_sample:
+                    self._sample(workers)
+                    next_sample = time.monotonic() + 5
                 if MigrationState.load(self.state_path).phase == until:
                     break  # a cutover (or rollback) run elsewhere finished this work
         finally:
@@ -258,6 +267,22 @@ class MigrationRunner:
             self.copy_running.clear()
         if errors:
             raise errors[0]
+
+    def _sample(self, workers: list[Any]) -> None:
+        """One lag sample for the report (capture's lag behind the source's commits)."""
+        stats = getattr(workers[0], "stats", None)
+        if stats is None or not hasattr(stats, "lag_ms"):
+            return
+        applied = getattr(workers[1].stats, "rows", getattr(workers[1].stats, "applied", 0))
+        sample = {
+            "at": _now(),
+            "lag_ms": stats.lag_ms(),
+            "captured": stats.events,
+            "applied": applied,
+        }
+        fresh = MigrationState.load(self.state_path)
+        self.state.lag = [*fresh.lag, sample][-500:]
+        self._save()
 
     # --- verify --------------------------------------------------------------------------------
     def verify(self) -> bool:

@@ -4,16 +4,20 @@ Built from the pipeline specifications (``pipelines/``, or the settings' ``pipel
 for each pipeline its lineage assets (`orchestration.assets`), one partitioned batch load per
 target (`orchestration.batch`), the capture and continuous-load streams
 (`orchestration.workers`) kept running by the supervisor sensor, a snapshot job, and the
-asset checks with their nightly parity schedule (`orchestration.checks`).
+asset checks with their nightly parity schedule (`orchestration.checks`); and for each
+migration plan (``migrations/plans/``) its replication stream, cutover and rollback jobs
+(`orchestration.migrations`).
 """
 
 from __future__ import annotations
 
 from dagster import AssetChecksDefinition, AssetsDefinition, AssetSpec, Definitions, JobDefinition
 
+from migrations.plan import list_plans
 from orchestration.assets import enriched, pipeline_specs, tables
 from orchestration.batch import batch_load
 from orchestration.checks import parity_schedule, pipeline_checks
+from orchestration.migrations import migration_jobs
 from orchestration.resources import SluicewayResource
 from orchestration.snapshots import snapshot_job
 from orchestration.stack_health import stack_health
@@ -44,6 +48,10 @@ def build(settings: Settings) -> Definitions:
         checks += pipeline_checks(pipeline, captured, enriched(pipeline))
         if pipeline.source.kind == "postgres":  # incremental snapshots travel through the WAL
             jobs.append(snapshot_job(pipeline, captured))
+    for plan in list_plans():
+        replication, *phases = migration_jobs(plan)
+        streams.append(replication)
+        jobs += phases
     schedule = parity_schedule(checks)
     return Definitions(
         assets=assets,

@@ -13,13 +13,17 @@ from typing import Any
 import psycopg2.errors
 import pymysql
 import pytest
+from dagster import Definitions
 
 from migrations.plan import MigrationPlan
+from migrations.report import render
 from migrations.runner import CutoverRefused, MigrationRunner, MigrationState
+from orchestration.migrations import migration_jobs
+from orchestration.resources import SluicewayResource
 from sluiceway.connect import mariadb_connection, postgres_connection
 from sluiceway.settings import Settings
 from stack.manager import Stack
-from streaming.sources.mysql.capture import BinlogPosition, encode_position
+from streaming.sources.mysql.capture import BinlogPosition
 from streaming.sources.postgres.catalog import drop_slot
 from streaming.sources.postgres.state import CaptureState
 from tests.integration.conftest import require
@@ -128,27 +132,10 @@ def workload(conn: Any, stop: threading.Event, seed: int, rejected: list[str]) -
 
 
 def caught_up(runner: MigrationRunner, legacy: Any, timeout: float = 90) -> None:
-    """Capture confirmed past the source's position, and the loader stored every offset."""
-    with legacy.cursor() as cur:
-        cur.execute("SHOW MASTER STATUS")
-        file, pos = cur.fetchone()[:2]
-    target = encode_position(str(file), int(pos))
-    deadline = time.monotonic() + timeout
-    while runner.capture is None or runner.capture.stats.confirmed_lsn < target:
-        assert time.monotonic() < deadline, "capture did not catch up"
-        time.sleep(0.2)
-    time.sleep(1.5)  # the loader's micro-batches (0.2 s) drain what capture confirmed
-    assert runner.loader is not None
-    from tests.integration.test_loaders import _high_watermarks
-
-    deadline = time.monotonic() + timeout
-    while True:
-        high = _high_watermarks(runner.settings, runner.pipeline.topic_prefix)
-        stored = runner.loader.stats.offsets
-        if all(stored.get(tp, 0) >= end for tp, end in high.items()):
-            return
-        assert time.monotonic() < deadline, "the loader did not catch up"
-        time.sleep(0.2)
+    """The target applied everything the source has now (capture confirmed the source's
+    position, and the target stored offsets past every change then in Kafka)."""
+    took = runner.wait_applied(runner.source_position(), timeout)
+    assert took is not None, "the target did not catch up with the source"
 
 
 def run_in_thread(runner: MigrationRunner) -> tuple[threading.Thread, list[BaseException]]:
@@ -318,3 +305,60 @@ def rollback_window(
     fenced.close()
     assert runner.state.phase == "rolled back" and runner.state.primary == "source"
     assert result["write_unavailable_seconds"] < 30
+    text = render(plan, runner.state)
+    assert "primary: **source**" in text and "## Cutover" in text and "## Rollback" in text
+    assert f"| {unique}.Customers |" in text and "writes unavailable for **" in text
+    assert "## Lag while copying" in text
+
+
+def test_the_cutover_job_stops_at_a_red_gate_and_switches_once_approved(
+    settings: Settings, legacy: Any, unique: str
+) -> None:
+    plan = plan_of(unique)
+    cutover_job = Definitions(
+        jobs=migration_jobs(plan)[1:], resources={"sluiceway": SluicewayResource()}
+    ).resolve_job_def(f"migrate_{unique}_cutover")
+    with legacy.cursor() as cur:
+        cur.execute(
+            "INSERT INTO Customers (email, name) VALUES ('a@example.org', 'a'), "
+            "('b@example.org', 'b')"
+        )
+    runner = MigrationRunner(settings, plan)
+    thread, errors = run_in_thread(runner)  # the replication stream, here in a thread
+    approval = {"ops": {f"migrate_{unique}_approval": {"config": {"approved_by": "test"}}}}
+    try:
+        caught_up(runner, legacy)
+        target = postgres_connection(settings.postgres, database=f"{unique}_pg")
+        with target.cursor() as cur:
+            cur.execute(
+                "UPDATE public.customers SET name = 'diverged' WHERE email = 'b@example.org'"
+            )
+        target.commit()
+        red = cutover_job.execute_in_process(run_config=approval, raise_on_error=False)
+        assert not red.success
+        failed = [e.step_key for e in red.all_events if e.is_step_failure]
+        assert failed == [f"migrate_{unique}_parity_gate"]
+        started = {e.step_key for e in red.all_events if e.event_type_value == "STEP_START"}
+        assert f"migrate_{unique}_approval" not in started  # the gate blocked what follows
+        assert f"migrate_{unique}_fence_and_switch" not in started
+        with legacy.cursor() as cur:
+            cur.execute("SELECT @@read_only")
+            assert cur.fetchone()[0] == 0  # nothing was fenced
+            cur.execute("UPDATE Customers SET name = 'bb' WHERE email = 'b@example.org'")
+        green = cutover_job.execute_in_process(run_config=approval)
+        assert green.success
+        switched = [
+            m
+            for e in green.all_events
+            if e.step_key == f"migrate_{unique}_fence_and_switch" and e.is_successful_output
+            for m in [e.event_specific_data.metadata]  # type: ignore[union-attr]
+        ]
+        assert switched[0]["write-unavailable window (s)"].value < 30
+        assert "## Cutover" in switched[0]["report"].value
+        thread.join(60)  # the copy sees the cutover and ends
+        target.close()
+    finally:
+        runner.stop.set()
+        thread.join(60)
+    assert not errors, errors
+    assert MigrationState.load(MigrationState.path(settings.state_dir, unique)).primary == "target"
