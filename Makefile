@@ -55,6 +55,7 @@ bench: up ## run the benchmarks (each beside its baseline) and record docs/bench
 	$(BIN)/python -m bench.capture_postgres
 	$(BIN)/python -m bench.capture_mysql
 	$(BIN)/python -m bench.enrich
+	$(BIN)/python -m bench.migration
 	$(BIN)/python -m bench.load
 	$(BIN)/python -m bench.dlt_merge --rows 300000
 

@@ -14,7 +14,6 @@ is the capture process's VmHWM.
 
 from __future__ import annotations
 
-import argparse
 import signal
 import subprocess
 import sys
@@ -27,11 +26,10 @@ import yaml
 from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.row_event import UpdateRowsEvent, WriteRowsEvent
 from rich.console import Console
-from rich.table import Table
 
-from bench.record import Figure, record, summarize
+from bench.record import Figure, command, summarize
 from sluiceway.connect import mariadb_connection
-from sluiceway.settings import Settings, load_settings
+from sluiceway.settings import Settings
 from streaming.sources.mysql.capture import BinlogPosition, encode_position
 
 __all__ = ["main"]
@@ -199,25 +197,12 @@ def run(settings: Settings, changes: int, runs: int) -> list[Figure]:
             higher_is_better=False,
         ),
     ]
-    table = Table("figure", "value", "baseline", "ratio")
-    for f in figures:
-        table.add_row(
-            f.name, f"{f.value:,.0f} {f.unit}", f"{f.baseline_value:,.0f}", f"{f.ratio:.2f}x"
-        )
-    console.print(table)
     return figures
 
 
 def main() -> None:
     """Command-line entry: measure and record into docs/benchmarks.json."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--changes", type=int, default=1_000_000)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--no-record", action="store_true", help="print only")
-    args = parser.parse_args()
-    figures = run(load_settings(), args.changes, args.runs)
-    if not args.no_record:
-        record(figures)
+    command(__doc__, run, "changes", 1_000_000)
 
 
 if __name__ == "__main__":

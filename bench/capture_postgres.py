@@ -12,7 +12,6 @@ after Kafka acknowledged every event. Peak RSS is the capture process's VmHWM.
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import subprocess
@@ -25,11 +24,10 @@ from typing import Any
 
 import yaml
 from rich.console import Console
-from rich.table import Table
 
-from bench.record import Figure, record, summarize
+from bench.record import Figure, command, summarize
 from sluiceway.connect import postgres_connection
-from sluiceway.settings import Settings, load_settings
+from sluiceway.settings import Settings
 from stack.postgres import postgres_bindir
 
 __all__ = ["main"]
@@ -224,25 +222,12 @@ def run(settings: Settings, rows: int, runs: int) -> list[Figure]:
             higher_is_better=False,
         ),
     ]
-    table = Table("figure", "value", "baseline", "ratio")
-    for f in figures:
-        table.add_row(
-            f.name, f"{f.value:,.0f} {f.unit}", f"{f.baseline_value:,.0f}", f"{f.ratio:.2f}x"
-        )
-    console.print(table)
     return figures
 
 
 def main() -> None:
     """Command-line entry: measure and record into docs/benchmarks.json."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--no-record", action="store_true", help="print only")
-    args = parser.parse_args()
-    figures = run(load_settings(), args.rows, args.runs)
-    if not args.no_record:
-        record(figures)
+    command(__doc__, run, "rows", 1_000_000)
 
 
 if __name__ == "__main__":

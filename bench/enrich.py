@@ -14,7 +14,6 @@ moving the bytes through Python costs at all.
 
 from __future__ import annotations
 
-import argparse
 import threading
 import time
 import uuid
@@ -23,11 +22,10 @@ import orjson
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from rich.console import Console
-from rich.table import Table
 
-from bench.record import Figure, record, summarize
+from bench.record import Figure, command, summarize
 from sluiceway.pipeline import Pipeline
-from sluiceway.settings import Settings, load_settings
+from sluiceway.settings import Settings
 from streaming.events import ColumnSchema, TableSchema
 from streaming.kafka.topics import ensure_topics
 from streaming.processors.app import Processing
@@ -228,25 +226,12 @@ def run(settings: Settings, events: int, runs: int) -> list[Figure]:
             baseline,
         )
     ]
-    table = Table("figure", "value", "baseline", "ratio")
-    for f in figures:
-        table.add_row(
-            f.name, f"{f.value:,.0f} {f.unit}", f"{f.baseline_value:,.0f}", f"{f.ratio:.2f}x"
-        )
-    console.print(table)
     return figures
 
 
 def main() -> None:
     """Command-line entry: measure and record into docs/benchmarks.json."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=200_000)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--no-record", action="store_true", help="print only")
-    args = parser.parse_args()
-    figures = run(load_settings(), args.events, args.runs)
-    if not args.no_record:
-        record(figures)
+    command(__doc__, run, "events", 200_000)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-__all__ = ["Figure", "machine", "measure", "record", "render", "summarize"]
+__all__ = ["Figure", "command", "machine", "measure", "record", "render", "show", "summarize"]
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 JSON_PATH = DOCS / "benchmarks.json"
@@ -166,3 +166,43 @@ def _notes() -> str | None:
 if __name__ == "__main__":
     MD_PATH.write_text(render(load(), _notes()))
     print(f"rendered {MD_PATH}")
+
+
+def show(figures: list[Figure]) -> None:
+    """Print the figures as a table: value, baseline, ratio."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("figure", "value", "baseline", "ratio")
+    for f in figures:
+        precision = ",.2f" if f.value < 100 else ",.0f"
+        table.add_row(
+            f.name,
+            f"{f.value:{precision}} {f.unit}",
+            f"{f.baseline_value:{precision}}",
+            f"{f.ratio:.2f}x",
+        )
+    Console().print(table)
+
+
+def command(
+    doc: str | None,
+    run: Callable[..., list[Figure]],
+    size: str,
+    default: int,
+) -> None:
+    """A benchmark's command line: ``--<size> N --runs N [--no-record]``; runs
+    ``run(settings, size, runs)``, prints the figures and records them."""
+    import argparse
+
+    from sluiceway.settings import load_settings
+
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    parser.add_argument(f"--{size}", type=int, default=default)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--no-record", action="store_true", help="print only")
+    args = parser.parse_args()
+    figures = run(load_settings(), getattr(args, size), args.runs)
+    show(figures)
+    if not args.no_record:
+        record(figures)

@@ -23,6 +23,7 @@ fence and switch.
 
 from __future__ import annotations
 
+import calendar
 import logging
 import os
 import subprocess
@@ -426,6 +427,8 @@ class MigrationRunner:
             raise CutoverRefused(f"{self.plan.name} is already cut over ({self.state.cutover})")
         if gates.approval and not approved:
             raise CutoverRefused("the plan requires an explicit approval (--approve)")
+        if self._fenced_earlier():
+            return self._switch(self._source(), "", time.monotonic(), resumed=True)
         lag = self.wait_applied(self.source_position(), gates.max_lag_seconds)
         if lag is None:
             self.state.record("cutover refused", reason="lag")
@@ -446,9 +449,55 @@ class MigrationRunner:
             cur.execute("SET GLOBAL read_only = ON")
         self.state.record("fenced", at=fence_wall)
         self._save()
+        return self._switch(source, fence_wall, fenced)
+
+    def _fenced_earlier(self) -> bool:
+        """A cutover that died after its fence (the last fence event is an unfinished fence,
+        and the source is still read-only): the next run finishes it."""
+        last = next(
+            (e["what"] for e in reversed(self.state.events)
+             if e["what"] in ("fenced", "fence lifted", "switched")),
+            None,
+        )  # fmt: skip
+        if last != "fenced":
+            return False
+        source = self._source()
+        try:
+            with source.cursor() as cur:
+                cur.execute("SELECT @@read_only")
+                return bool(cur.fetchone()[0])
+        finally:
+            source.close()
+
+    def _offsets_table_exists(self) -> bool:
+        conn = self._target_conn()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(
+                    "SELECT to_regclass(%s) IS NOT NULL",
+                    (f"{q(self.plan.target.schema_name)}.{OFFSETS}",),
+                )
+                return bool(cur.fetchone()[0])
+        finally:
+            conn.close()
+
+    def _switch(
+        self, source: Any, fence_wall: str, fenced: float, resumed: bool = False
+    ) -> dict[str, Any]:
+        """From the fence to the switch: drain, verify, finish the target, record, hook."""
+        if resumed:
+            fence_wall = next(e["at"] for e in reversed(self.state.events) if e["what"] == "fenced")
+            since = time.time() - calendar.timegm(time.strptime(fence_wall, "%Y-%m-%dT%H:%M:%SZ"))
+            fenced = time.monotonic() - since  # the window counts the time the run was dead
+            self.state.record("cutover resumed after the fence")
+            self._save()
         try:
             final = self._final_position(source)
-            drained = self.wait_applied(final, self.plan.drain_timeout_seconds)
+            # A run that died after dropping the bookkeeping had drained already.
+            if resumed and not self._offsets_table_exists():
+                drained: float | None = 0.0
+            else:
+                drained = self.wait_applied(final, self.plan.drain_timeout_seconds)
             if drained is None:
                 raise CutoverFailed(
                     f"the target did not apply the final position in "

@@ -20,7 +20,8 @@ from sluiceway.errors import SluicewayError
 from sluiceway.pipeline import Pipeline, list_pipelines, load_pipeline
 from sluiceway.settings import Settings, load_settings
 from streaming.sources import capture_for, describe_position
-from streaming.sources.postgres.capture import CaptureStats, PostgresCapture
+from streaming.sources.base import CaptureStats
+from streaming.sources.postgres.capture import PostgresCapture
 from streaming.sources.postgres.catalog import drop_slot, slot_health
 from streaming.sources.postgres.incremental import request_snapshot
 from streaming.sources.postgres.pgoutput import format_lsn

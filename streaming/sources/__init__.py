@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from sluiceway.pipeline import Pipeline
     from sluiceway.settings import Settings
-    from streaming.sources.postgres.capture import CaptureStats
+    from streaming.sources.base import CaptureStats
 
 __all__ = ["capture_for", "describe_position"]
 

@@ -362,3 +362,34 @@ def test_the_cutover_job_stops_at_a_red_gate_and_switches_once_approved(
         thread.join(60)
     assert not errors, errors
     assert MigrationState.load(MigrationState.path(settings.state_dir, unique)).primary == "target"
+
+
+def test_a_cutover_killed_after_the_fence_is_finished_by_the_next_run(
+    settings: Settings, legacy: Any, unique: str
+) -> None:
+    plan = plan_of(unique)
+    with legacy.cursor() as cur:
+        cur.execute("INSERT INTO Customers (email, name) VALUES ('a@example.org', 'a')")
+        cur.execute("INSERT INTO orders (customer_id, total) VALUES (1, 10.5)")
+    runner = MigrationRunner(settings, plan)
+    thread, errors = run_in_thread(runner)
+    caught_up(runner, legacy)
+    runner.stop.set()
+    thread.join(60)
+    assert not errors, errors
+    # What a cutover killed with SIGKILL right after finishing the target leaves behind: the
+    # source fenced, the fence recorded, the bookkeeping dropped, no switch recorded.
+    with legacy.cursor() as cur:
+        cur.execute("SET GLOBAL read_only = ON")
+    runner.state.record("fenced", at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    runner._save()
+    runner._finish_target()
+    rerun = MigrationRunner(settings, plan)  # a new process
+    result = rerun.cutover(approved=True)
+    assert rerun.state.phase == "cut over" and rerun.state.primary == "target"
+    assert "cutover resumed after the fence" in [e["what"] for e in rerun.state.events]
+    assert result["write_unavailable_seconds"] >= 0
+    assert rerun.verify()
+    with legacy.cursor() as cur:
+        cur.execute("SELECT @@read_only")
+        assert cur.fetchone()[0] == 1  # the old source stays fenced after the switch

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 import time
 import zlib
 from collections.abc import Callable
@@ -59,10 +58,8 @@ from sluiceway.pipeline import MySQLSource, Pipeline
 from sluiceway.settings import Settings
 from streaming.events import ChangeEvent, Op, TableSchema, topic_name
 from streaming.kafka.producer import Batch, DeliveryTracker, EventProducer
-from streaming.sources.emitter import Emitter
+from streaming.sources.base import Capture, CaptureStats
 from streaming.sources.mysql.types import MyColumn, column_converter, column_schema, from_binlog
-from streaming.sources.postgres.capture import CaptureStats
-from streaming.sources.retry import run_with_retries
 from streaming.sources.statefile import load_state, save_state
 
 __all__ = ["BinlogPosition", "MySQLCapture", "TableCodec", "encode_position"]
@@ -168,7 +165,7 @@ class TableCodec:
         }
 
 
-class MySQLCapture:
+class MySQLCapture(Capture):
     """Captures one pipeline's MariaDB/MySQL tables into Kafka until `stop` is set."""
 
     def __init__(
@@ -180,16 +177,10 @@ class MySQLCapture:
     ) -> None:
         if not isinstance(pipeline.source, MySQLSource):
             raise TypeError("MySQLCapture needs a pipeline with source kind mysql")
-        self.settings = settings
-        self.pipeline = pipeline
+        super().__init__(settings, pipeline, on_stats=on_stats)
         self.source: MySQLSource = pipeline.source
         self.database = self.source.database or settings.mariadb.database
         self.server_id = self.source.server_id or 1000 + zlib.crc32(pipeline.name.encode()) % 10**6
-        self.stop = threading.Event()
-        self.stats = CaptureStats()
-        self._on_stats = on_stats
-        self.error: BaseException | None = None
-        self.emitter = Emitter(settings, pipeline, None)
         self._state_path = BinlogPosition.path(settings.state_dir, pipeline.name)
         self.state: BinlogPosition | None = None
         self._catalog: dict[tuple[str, str], list[MyColumn]] = {}
@@ -226,15 +217,6 @@ class MySQLCapture:
         return SourceUnavailable(f"{what}: {exc}")
 
     # --- the run ---------------------------------------------------------------------------
-    def run(self) -> None:
-        """Capture until `stop` is set, retrying transient failures with backoff."""
-        try:
-            run_with_retries(self.stop, self._run_once, f"capture of {self.pipeline.name}")
-        except BaseException as exc:
-            self.error = exc
-            self.stats.phase = "failed"
-            raise
-
     def _run_once(self) -> None:
         control = self.connect()
         tracker = DeliveryTracker()
@@ -660,11 +642,6 @@ class MySQLCapture:
             moved.save(self._state_path)
             self.state = moved
         self._report()
-
-    def _report(self) -> None:
-        self.stats.dead_letters = self.emitter.dead_letters
-        if self._on_stats is not None:
-            self._on_stats(self.stats)
 
 
 def _commit(query: str) -> bool:

@@ -24,7 +24,6 @@ import select
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg2
@@ -37,6 +36,7 @@ from sluiceway.pipeline import Pipeline, PostgresSource
 from sluiceway.settings import Settings
 from streaming.events import ChangeEvent
 from streaming.kafka.producer import Batch, DeliveryTracker, EventProducer
+from streaming.sources.base import CaptureStats
 from streaming.sources.emitter import Emitter
 from streaming.sources.postgres import pgoutput as pg
 from streaming.sources.postgres.catalog import (
@@ -60,27 +60,6 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_PREFIX = "sluiceway.heartbeat"
 _OPTIONS = " ".join(f"-c {k}={v.replace(' ', '')}" for k, v in SESSION_SETTINGS.items())
-
-
-@dataclass
-class CaptureStats:
-    """What a running capture reports: counts, position, lag and retained WAL."""
-
-    phase: str = "starting"
-    snapshot_rows: int = 0
-    snapshot_estimate: int = 0
-    incremental_rows: int = 0
-    events: int = 0
-    transactions: int = 0
-    confirmed_lsn: int = 0
-    last_commit_ms: int = 0
-    retained_wal_bytes: int = 0
-    dead_letters: int = 0  # records sent to the dead-letter topic (errors.tolerance: all)
-    started: float = field(default_factory=time.monotonic)
-
-    def lag_ms(self) -> int:
-        """Milliseconds from the last captured commit to now (0 when idle and caught up)."""
-        return max(0, int(time.time() * 1000) - self.last_commit_ms) if self.last_commit_ms else 0
 
 
 class PostgresCapture:

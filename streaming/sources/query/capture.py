@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
@@ -46,9 +45,7 @@ from sluiceway.pipeline import Pipeline, QuerySource, QueryTable
 from sluiceway.settings import Settings
 from streaming.events import ChangeEvent, ColumnSchema, Op, TableSchema, topic_name
 from streaming.kafka.producer import DeliveryTracker, EventProducer
-from streaming.sources.emitter import Emitter
-from streaming.sources.postgres.capture import CaptureStats
-from streaming.sources.retry import run_with_retries
+from streaming.sources.base import Capture, CaptureStats
 from streaming.sources.statefile import load_state, save_state
 from streaming.sources.values import Converter, converter
 
@@ -264,7 +261,7 @@ def _int(value: Any) -> int:
         return 0
 
 
-class QueryCapture:
+class QueryCapture(Capture):
     """Polls one pipeline's tables into Kafka until `stop` is set."""
 
     def __init__(
@@ -276,15 +273,9 @@ class QueryCapture:
     ) -> None:
         if not isinstance(pipeline.source, QuerySource):
             raise TypeError("QueryCapture needs a pipeline with source kind query")
-        self.settings = settings
-        self.pipeline = pipeline
+        super().__init__(settings, pipeline, on_stats=on_stats)
         self.source: QuerySource = pipeline.source
         self.url = engine_url(settings, self.source)
-        self.stop = threading.Event()
-        self.stats = CaptureStats()
-        self._on_stats = on_stats
-        self.error: BaseException | None = None
-        self.emitter = Emitter(settings, pipeline, None)
         self._state_path = self.path(settings.state_dir, pipeline.name)
         self.polls = 0
 
@@ -292,15 +283,6 @@ class QueryCapture:
     def path(state_dir: Path, pipeline: str) -> Path:
         """Where a pipeline's poll positions live."""
         return state_dir / "capture" / f"{pipeline}.query.json"
-
-    def run(self) -> None:
-        """Poll until `stop` is set, retrying transient failures with backoff."""
-        try:
-            run_with_retries(self.stop, self._run_once, f"capture of {self.pipeline.name}")
-        except BaseException as exc:
-            self.error = exc
-            self.stats.phase = "failed"
-            raise
 
     def _run_once(self) -> None:
         engine = sa.create_engine(self.url, pool_pre_ping=True)
@@ -400,11 +382,6 @@ class QueryCapture:
         self.stats.last_commit_ms = int(time.time() * 1000)
         save_state(self._state_path, {t.spec.table: t.position() for t in tables})
         return full
-
-    def _report(self) -> None:
-        self.stats.dead_letters = self.emitter.dead_letters
-        if self._on_stats is not None:
-            self._on_stats(self.stats)
 
 
 def _database_now(conn: sa.Connection) -> datetime:

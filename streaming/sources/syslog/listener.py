@@ -29,8 +29,7 @@ from sluiceway.pipeline import Pipeline, SyslogSource
 from sluiceway.settings import Settings
 from streaming.events import ChangeEvent, ColumnSchema, TableSchema, topic_name
 from streaming.kafka.producer import DeliveryTracker, EventProducer
-from streaming.sources.emitter import Emitter
-from streaming.sources.postgres.capture import CaptureStats
+from streaming.sources.base import Capture, CaptureStats
 from streaming.sources.syslog.parse import Framer, parse
 
 __all__ = ["SHAPE", "SyslogListener", "send_tcp", "send_udp"]
@@ -64,7 +63,7 @@ def _millis(iso: str) -> int:
     return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
 
 
-class SyslogListener:
+class SyslogListener(Capture):
     """Listens for syslog messages and produces them until `stop` is set."""
 
     def __init__(
@@ -76,14 +75,8 @@ class SyslogListener:
     ) -> None:
         if not isinstance(pipeline.source, SyslogSource):
             raise TypeError("SyslogListener needs a pipeline with source kind syslog")
-        self.settings = settings
-        self.pipeline = pipeline
+        super().__init__(settings, pipeline, on_stats=on_stats)
         self.source: SyslogSource = pipeline.source
-        self.stop = threading.Event()
-        self.stats = CaptureStats()
-        self._on_stats = on_stats
-        self.error: BaseException | None = None
-        self.emitter = Emitter(settings, pipeline, None)
         self.topic = topic_name(pipeline.topic_prefix, SHAPE.schema, SHAPE.table)
         self.ready = threading.Event()  # set once the sockets listen
         self.addresses: dict[str, tuple[str, int]] = {}
@@ -202,11 +195,6 @@ class SyslogListener:
             self.stats.events += 1
             self.stats.transactions += 1
             self.stats.last_commit_ms = int(time.time() * 1000)
-
-    def _report(self) -> None:
-        self.stats.dead_letters = self.emitter.dead_letters
-        if self._on_stats is not None:
-            self._on_stats(self.stats)
 
 
 def send_udp(message: str | bytes, address: tuple[str, int]) -> None:
