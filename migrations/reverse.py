@@ -1,4 +1,5 @@
-"""Reverse replication: the new primary's changes applied back to the old source, for rollback.
+"""Reverse replication: the new primary's changes applied back to the old source, for rollback
+(`MySQLApplier` for a MariaDB/MySQL source, `PostgresApplier` for a PostgreSQL one).
 
 After a cutover the target (PostgreSQL) takes the writes. Its changes are captured like any
 source (pgoutput, from a slot created inside the fence, so nothing written after the switch is
@@ -27,18 +28,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-import pymysql
 from confluent_kafka import Consumer
 
+from loaders.postgres.types import cast_expression
+from loaders.sql import q
 from migrations.plan import MigrationPlan
 from migrations.schema import SourceTable
-from sluiceway.connect import kafka_admin, mariadb_connection
+from sluiceway.connect import kafka_admin, mariadb_connection, postgres_connection
 from sluiceway.pipeline import TopicSettings
 from sluiceway.settings import Settings
 from streaming.events import topic_name
 from streaming.kafka.topics import ensure_topics
 
-__all__ = ["ApplierStats", "MySQLApplier", "mysql_value"]
+__all__ = ["Applier", "ApplierStats", "MySQLApplier", "PostgresApplier", "mysql_value"]
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +99,9 @@ class ApplierStats:
     batches: int = 0
 
 
-class MySQLApplier:
-    """Applies the reverse topics to the old MariaDB/MySQL database until `stop` is set."""
+class Applier:
+    """Applies the reverse topics to the old source until `stop` is set (subclasses: how to
+    connect and how to apply one change)."""
 
     def __init__(
         self,
@@ -143,11 +146,7 @@ class MySQLApplier:
         # metadata refresh, minutes later).
         ensure_topics(kafka_admin(self.settings.kafka), topics, self.topics)
         consumer.subscribe(topics)
-        conn = mariadb_connection(
-            self.settings.mariadb,
-            database=self.plan.source.database,
-            init_command="SET SESSION time_zone = '+00:00', foreign_key_checks = 0",
-        )
+        conn = self.connect()
         try:
             while not self.stop.is_set():
                 messages = consumer.consume(500, 0.2)
@@ -161,12 +160,29 @@ class MySQLApplier:
                 consumer.commit(asynchronous=False)
                 self.stats.applied += len(records)
                 self.stats.batches += 1
-        except pymysql.Error:
+        except Exception:
             conn.rollback()
             raise
         finally:
             consumer.close()
             conn.close()
+
+    def connect(self) -> Any:
+        raise NotImplementedError
+
+    def _apply(self, cur: Any, topic: str, envelope: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
+class MySQLApplier(Applier):
+    """Upserts and deletes into the old MariaDB/MySQL source."""
+
+    def connect(self) -> Any:
+        return mariadb_connection(
+            self.settings.mariadb,
+            database=self.plan.source.database,
+            init_command="SET SESSION time_zone = '+00:00', foreign_key_checks = 0",
+        )
 
     def _apply(self, cur: Any, topic: str, envelope: dict[str, Any]) -> None:
         envelope = envelope.get("payload", envelope) if "payload" in envelope else envelope
@@ -194,4 +210,61 @@ class MySQLApplier:
             f"INSERT INTO {quote(table.name)} ({columns}) VALUES ({marks}) "
             f"ON DUPLICATE KEY UPDATE {updates}",
             values,
+        )
+
+
+def _text(value: Any) -> str | None:
+    """An event value as the text the loader's casts read."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list):
+        return orjson.dumps(value).decode()
+    return str(value)
+
+
+class PostgresApplier(Applier):
+    """Upserts and deletes into the old PostgreSQL source, casting each value from the event
+    encoding exactly as the PostgreSQL loader does."""
+
+    def connect(self) -> Any:
+        # The old source is fenced (read-only by default): this session writes past it.
+        return postgres_connection(
+            self.settings.postgres,
+            database=self.plan.source.database,
+            options="-c default_transaction_read_only=off -c TimeZone=UTC",
+        )
+
+    def _apply(self, cur: Any, topic: str, envelope: dict[str, Any]) -> None:
+        envelope = envelope.get("payload", envelope) if "payload" in envelope else envelope
+        table = self._tables.get(topic.rsplit(".", 1)[1])
+        if table is None or envelope.get("op") not in ("c", "u", "r", "d"):
+            return
+        name = f"{q(table.schema)}.{q(table.name)}"
+        columns = {c.name: c for c in table.logical}
+        if envelope["op"] == "d":
+            before = envelope.get("before") or {}
+            keys = [columns[k] for k in table.key]
+            staged = ", ".join(f"%s::text AS {q(k.name)}" for k in keys)
+            where = " AND ".join(
+                f"t.{q(k.name)} = {cast_expression(k, 's.' + q(k.name))}" for k in keys
+            )
+            cur.execute(
+                f"DELETE FROM {name} t USING (SELECT {staged}) s WHERE {where}",
+                [_text(before.get(k.name)) for k in keys],
+            )
+            return
+        after = envelope.get("after") or {}
+        unchanged = set(envelope.get("unchanged") or [])
+        chosen = [c for c in table.logical if c.name in after and c.name not in unchanged]
+        staged = ", ".join(f"%s::text AS {q(c.name)}" for c in chosen)
+        values = ", ".join(cast_expression(c, "s." + q(c.name)) for c in chosen)
+        names = ", ".join(q(c.name) for c in chosen)
+        updates = ", ".join(f"{q(c.name)} = EXCLUDED.{q(c.name)}" for c in chosen)
+        conflict = ", ".join(q(k) for k in table.key)
+        cur.execute(
+            f"INSERT INTO {name} ({names}) SELECT {values} FROM (SELECT {staged}) s "
+            f"ON CONFLICT ({conflict}) DO UPDATE SET {updates}",
+            [_text(after[c.name]) for c in chosen],
         )

@@ -47,16 +47,18 @@ from loaders.postgres.sink import OFFSETS
 from loaders.runner import Loader
 from loaders.sql import q
 from migrations.plan import MigrationPlan
-from migrations.reverse import MySQLApplier
+from migrations.reverse import Applier, MySQLApplier, PostgresApplier
 from migrations.schema import script, translate
 from migrations.verify import source_tables, verify
 from sluiceway.connect import mariadb_connection, postgres_connection
 from sluiceway.errors import SluicewayError
 from sluiceway.pipeline import Pipeline, PostgresSource, TableSelection
 from sluiceway.settings import Settings
+from streaming.events import topic_name
 from streaming.sources import capture_for
 from streaming.sources.mysql.capture import BinlogPosition, encode_position
 from streaming.sources.postgres.catalog import drop_slot, ensure_publication, slot_health
+from streaming.sources.postgres.state import CaptureState
 from streaming.sources.statefile import load_state, save_state
 
 __all__ = ["CutoverFailed", "CutoverRefused", "MigrationRunner", "MigrationState"]
@@ -120,7 +122,10 @@ class MigrationRunner:
         self.copy_running = threading.Event()  # set while `start` copies in this process
         self.group = f"sluiceway.migrate.{plan.name}"
         self.reverse_group = f"sluiceway.migrate.{plan.name}.reverse"
-        self.applier: MySQLApplier | None = None
+        self.side: _MySQLSide | _PostgresSide = (
+            _MySQLSide(self) if plan.source.kind == "mysql" else _PostgresSide(self)
+        )
+        self.applier: Applier | None = None
         self.last_reports: list[ParityReport] = []
 
     def _save(self) -> None:
@@ -218,7 +223,8 @@ class MigrationRunner:
     def _reverse_workers(self) -> list[Any]:
         reverse = self.reverse_pipeline()
         self.capture = capture_for(self.settings, reverse)
-        self.applier = MySQLApplier(
+        applier = MySQLApplier if self.plan.source.kind == "mysql" else PostgresApplier
+        self.applier = applier(
             self.settings,
             self.plan,
             source_tables(self.settings, self.plan),
@@ -315,29 +321,14 @@ class MigrationRunner:
             log.info(report.summary())
         return bool(result["ok"])
 
-    # --- positions -----------------------------------------------------------------------------
-    def _source(self) -> Any:
-        return mariadb_connection(
-            self.settings.mariadb, database=self.plan.source.database, autocommit=True
-        )
-
+    # --- positions ---------------------------------------------------------------------------
     def source_position(self) -> int:
-        """The source's current binlog position (encoded)."""
-        conn = self._source()
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SHOW MASTER STATUS")
-                file, pos = cur.fetchone()[:2]
-        finally:
-            conn.close()
-        return encode_position(str(file), int(pos))
+        """The source's current log position (a binlog coordinate or an LSN, as an integer)."""
+        return self.side.position()
 
     def captured_position(self) -> int:
-        """Where capture's confirmed position stands (saved once Kafka acknowledged)."""
-        saved = BinlogPosition.load(
-            BinlogPosition.path(self.settings.state_dir, self.pipeline.name)
-        )
-        return encode_position(saved.file, saved.pos) if saved and saved.snapshot_done else 0
+        """Where the forward capture's confirmed position stands (once Kafka acknowledged)."""
+        return self.side.captured()
 
     def _stored_offsets(self) -> dict[tuple[str, int], int]:
         """The offsets the target stored with the rows it applied (one transaction)."""
@@ -356,7 +347,13 @@ class MigrationRunner:
             conn.close()
 
     def _high_watermarks(self) -> dict[tuple[str, int], int]:
-        return self._ends(f"{self.pipeline.topic_prefix}.{self.plan.source.database}.")
+        """The ends of the forward change topics (one per source table)."""
+        topics = {
+            topic_name(self.pipeline.topic_prefix, t.schema, t.name)
+            for t in source_tables(self.settings, self.plan)
+        }
+        ends = self._ends(f"{self.pipeline.topic_prefix}.")
+        return {tp: end for tp, end in ends.items() if tp[0] in topics}
 
     def _ends(self, prefix: str) -> dict[tuple[str, int], int]:
         """The high watermark of every partition of the topics starting with ``prefix``."""
@@ -428,7 +425,7 @@ class MigrationRunner:
         if gates.approval and not approved:
             raise CutoverRefused("the plan requires an explicit approval (--approve)")
         if self._fenced_earlier():
-            return self._switch(self._source(), "", time.monotonic(), resumed=True)
+            return self._switch("", time.monotonic(), resumed=True)
         lag = self.wait_applied(self.source_position(), gates.max_lag_seconds)
         if lag is None:
             self.state.record("cutover refused", reason="lag")
@@ -442,32 +439,21 @@ class MigrationRunner:
             self.state.record("cutover refused", reason="parity", tables=red)
             self._save()
             raise CutoverRefused(f"parity is red: {red}")
-        source = self._source()
         fence_wall = _now()
         fenced = time.monotonic()
-        with source.cursor() as cur:
-            cur.execute("SET GLOBAL read_only = ON")
+        self.side.fence(True)
         self.state.record("fenced", at=fence_wall)
         self._save()
-        return self._switch(source, fence_wall, fenced)
+        return self._switch(fence_wall, fenced)
 
     def _fenced_earlier(self) -> bool:
         """A cutover that died after its fence (the last fence event is an unfinished fence,
         and the source is still read-only): the next run finishes it."""
+        marks = [e["what"] for e in self.state.events]
         last = next(
-            (e["what"] for e in reversed(self.state.events)
-             if e["what"] in ("fenced", "fence lifted", "switched")),
-            None,
-        )  # fmt: skip
-        if last != "fenced":
-            return False
-        source = self._source()
-        try:
-            with source.cursor() as cur:
-                cur.execute("SELECT @@read_only")
-                return bool(cur.fetchone()[0])
-        finally:
-            source.close()
+            (m for m in reversed(marks) if m in ("fenced", "fence lifted", "switched")), None
+        )
+        return last == "fenced" and self.side.fenced()
 
     def _offsets_table_exists(self) -> bool:
         conn = self._target_conn()
@@ -481,9 +467,7 @@ class MigrationRunner:
         finally:
             conn.close()
 
-    def _switch(
-        self, source: Any, fence_wall: str, fenced: float, resumed: bool = False
-    ) -> dict[str, Any]:
+    def _switch(self, fence_wall: str, fenced: float, resumed: bool = False) -> dict[str, Any]:
         """From the fence to the switch: drain, verify, finish the target, record, hook."""
         if resumed:
             fence_wall = next(e["at"] for e in reversed(self.state.events) if e["what"] == "fenced")
@@ -492,7 +476,7 @@ class MigrationRunner:
             self.state.record("cutover resumed after the fence")
             self._save()
         try:
-            final = self._final_position(source)
+            final = self.side.final_position()
             # A run that died after dropping the bookkeeping had drained already.
             if resumed and not self._offsets_table_exists():
                 drained: float | None = 0.0
@@ -512,16 +496,13 @@ class MigrationRunner:
                 raise CutoverFailed("parity is red at the fence position")
             self._finish_target()
         except BaseException as exc:
-            with source.cursor() as cur:
-                cur.execute("SET GLOBAL read_only = OFF")
-            source.close()
+            self.side.fence(False)
             self.state.record("fence lifted", reason=str(exc))
             self._save()
             if isinstance(exc, CutoverFailed):
                 raise
             raise CutoverFailed(f"cutover failed after the fence: {exc}") from exc
         switched = time.monotonic()
-        source.close()
         file, pos = divmod(final, 1 << 32)
         self.state.phase = "cut over"
         self.state.primary = "target"
@@ -536,22 +517,6 @@ class MigrationRunner:
         self._save()
         self._hook(final)
         return self.state.cutover
-
-    def _final_position(self, source: Any) -> int:
-        """After the fence: wait for transactions still writing, then the final position."""
-        deadline = time.monotonic() + 10
-        with source.cursor() as cur:
-            while time.monotonic() < deadline:
-                cur.execute(
-                    "SELECT COUNT(*) FROM information_schema.innodb_trx "
-                    "WHERE trx_mysql_thread_id <> CONNECTION_ID() AND trx_rows_modified > 0"
-                )
-                if int(cur.fetchone()[0]) == 0:
-                    break
-                time.sleep(0.02)
-            cur.execute("SHOW MASTER STATUS")
-            file, pos = cur.fetchone()[:2]
-        return encode_position(str(file), int(pos))
 
     def _finish_target(self) -> None:
         """Identity sequences past the highest ids; the copy's bookkeeping dropped."""
@@ -647,32 +612,7 @@ class MigrationRunner:
             conn.close()
 
     def _fence_target(self, on: bool) -> None:
-        """New sessions of the target database are read-only (and open ones are closed)."""
-        database = pgsql.Identifier(self.plan.target.database)
-        conn = postgres_connection(self.settings.postgres, database="postgres")
-        conn.autocommit = True
-        try:
-            with conn.cursor() as cur:
-                if on:
-                    cur.execute(
-                        pgsql.SQL(
-                            "ALTER DATABASE {} SET default_transaction_read_only = on"
-                        ).format(database)
-                    )
-                    cur.execute(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
-                        "datname = %s AND backend_type = 'client backend' "
-                        "AND pid <> pg_backend_pid()",
-                        (self.plan.target.database,),
-                    )
-                else:
-                    cur.execute(
-                        pgsql.SQL("ALTER DATABASE {} RESET default_transaction_read_only").format(
-                            database
-                        )
-                    )
-        finally:
-            conn.close()
+        fence_postgres(self.settings, self.plan.target.database, on)
 
     def rollback(self, approved: bool = False) -> dict[str, Any]:
         """Make the old source the primary again, with the new primary's changes carried back:
@@ -715,10 +655,8 @@ class MigrationRunner:
                     time.sleep(0.05)
             if not self.verify():
                 raise CutoverFailed("parity is red at the target's final position")
-            source = self._source()
-            with source.cursor() as cur:
-                cur.execute("SET GLOBAL read_only = OFF")
-            source.close()
+            self.side.sync_sequences()
+            self.side.fence(False)
         except BaseException as exc:
             self._fence_target(False)
             self.state.record("target fence lifted", reason=str(exc))
@@ -760,6 +698,181 @@ class MigrationRunner:
         )
         self.state.record("switch hook", exit=done.returncode, output=done.stdout[-2000:])
         self._save()
+
+
+def fence_postgres(settings: Settings, database: str, on: bool) -> None:
+    """Fence a PostgreSQL database: new sessions are read-only and the applications' open
+    sessions are closed (Sluiceway's own, named ``sluiceway``, stay: capture and appliers
+    override the default per session). ``on=False`` lifts it."""
+    name = pgsql.Identifier(database)
+    conn = postgres_connection(settings.postgres, database="postgres")
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            if not on:
+                query = "ALTER DATABASE {} RESET default_transaction_read_only"
+                cur.execute(pgsql.SQL(query).format(name))
+                return
+            query = "ALTER DATABASE {} SET default_transaction_read_only = on"
+            cur.execute(pgsql.SQL(query).format(name))
+            cur.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
+                "AND backend_type = 'client backend' AND pid <> pg_backend_pid() "
+                "AND application_name NOT LIKE 'sluiceway%%'",
+                (database,),
+            )
+    finally:
+        conn.close()
+
+
+class _MySQLSide:
+    """The MariaDB/MySQL source: binlog positions, ``read_only`` fence."""
+
+    def __init__(self, runner: MigrationRunner) -> None:
+        self.runner = runner
+
+    def _conn(self) -> Any:
+        return mariadb_connection(
+            self.runner.settings.mariadb,
+            database=self.runner.plan.source.database,
+            autocommit=True,
+        )
+
+    def position(self) -> int:
+        conn = self._conn()
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SHOW MASTER STATUS")
+                file, pos = cur.fetchone()[:2]
+        finally:
+            conn.close()
+        return encode_position(str(file), int(pos))
+
+    def captured(self) -> int:
+        runner = self.runner
+        saved = BinlogPosition.load(
+            BinlogPosition.path(runner.settings.state_dir, runner.pipeline.name)
+        )
+        return encode_position(saved.file, saved.pos) if saved and saved.snapshot_done else 0
+
+    def fence(self, on: bool) -> None:
+        conn = self._conn()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f"SET GLOBAL read_only = {'ON' if on else 'OFF'}")
+        finally:
+            conn.close()
+
+    def fenced(self) -> bool:
+        conn = self._conn()
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT @@read_only")
+                return bool(cur.fetchone()[0])
+        finally:
+            conn.close()
+
+    def sync_sequences(self) -> None:
+        """InnoDB moves AUTO_INCREMENT past explicit ids by itself: nothing to do."""
+
+    def final_position(self) -> int:
+        """After the fence: wait for transactions still writing, then the final position."""
+        conn = self._conn()
+        deadline = time.monotonic() + 10
+        try:
+            with conn.cursor() as cur:
+                while time.monotonic() < deadline:
+                    cur.execute(
+                        "SELECT COUNT(*) FROM information_schema.innodb_trx "
+                        "WHERE trx_mysql_thread_id <> CONNECTION_ID() AND trx_rows_modified > 0"
+                    )
+                    if int(cur.fetchone()[0]) == 0:
+                        break
+                    time.sleep(0.02)
+        finally:
+            conn.close()
+        return self.position()
+
+
+class _PostgresSide:
+    """A PostgreSQL source: LSNs, the forward slot's confirmed position, a database fence."""
+
+    def __init__(self, runner: MigrationRunner) -> None:
+        self.runner = runner
+
+    def _conn(self) -> Any:
+        runner = self.runner
+        conn = postgres_connection(runner.settings.postgres, database=runner.plan.source.database)
+        conn.autocommit = True
+        return conn
+
+    def position(self) -> int:
+        conn = self._conn()
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")
+                return int(cur.fetchone()[0])
+        finally:
+            conn.close()
+
+    def captured(self) -> int:
+        conn = self._conn()
+        try:
+            health = slot_health(conn, self.runner.pipeline.slot)
+        finally:
+            conn.close()
+        done = CaptureState.load(
+            CaptureState.path(self.runner.settings.state_dir, self.runner.pipeline.name)
+        )
+        if health is None or done is None or not done.snapshot_done:
+            return 0
+        return health.confirmed_flush_lsn
+
+    def fence(self, on: bool) -> None:
+        fence_postgres(self.runner.settings, self.runner.plan.source.database, on)
+
+    def fenced(self) -> bool:
+        conn = self._conn()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(
+                    "SELECT COALESCE(bool_or(s = 'default_transaction_read_only=on'), false) "
+                    "FROM pg_db_role_setting r JOIN pg_database d ON d.oid = r.setdatabase, "
+                    "unnest(r.setconfig) s WHERE d.datname = %s",
+                    (self.runner.plan.source.database,),
+                )
+                return bool(cur.fetchone()[0])
+        finally:
+            conn.close()
+
+    def final_position(self) -> int:
+        """After the fence (applications' sessions closed): the final LSN."""
+        return self.position()
+
+    def sync_sequences(self) -> None:
+        """Before the old source is the primary again: its sequences past every id the new
+        primary wrote (PostgreSQL does not move a sequence for explicit ids)."""
+        runner = self.runner
+        conn = postgres_connection(
+            runner.settings.postgres,
+            database=runner.plan.source.database,
+            options="-c default_transaction_read_only=off",
+        )
+        try:
+            with conn.cursor() as cur:
+                for table in source_tables(runner.settings, runner.plan):
+                    if table.identity is None:
+                        continue
+                    name = f"{q(table.schema)}.{q(table.name)}"
+                    cur.execute(
+                        "SELECT setval(pg_get_serial_sequence(%s, %s), "
+                        f"COALESCE((SELECT max({q(table.identity)}) FROM {name}), 0)::bigint "
+                        "+ 1, false)",
+                        (name, table.identity),
+                    )
+            conn.commit()
+        finally:
+            conn.close()
 
 
 class CutoverRefused(SluicewayError):

@@ -11,7 +11,7 @@ differ.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pymysql.cursors
@@ -19,7 +19,7 @@ import pymysql.cursors
 from loaders.parity import ParityReport, canonical, compare
 from loaders.sql import q
 from migrations.plan import MigrationPlan
-from migrations.schema import SourceTable, read_mysql_tables
+from migrations.schema import SourceTable, read_mysql_tables, read_postgres_tables
 from sluiceway.connect import mariadb_connection, postgres_connection
 from sluiceway.settings import Settings
 from streaming.sources.mysql.types import column_converter
@@ -32,6 +32,12 @@ Row = tuple[Any, ...]
 
 def source_tables(settings: Settings, plan: MigrationPlan) -> list[SourceTable]:
     """The plan's tables as the source's catalog describes them now."""
+    if plan.source.kind == "postgres":
+        pg = postgres_connection(settings.postgres, database=plan.source.database)
+        try:
+            return read_postgres_tables(pg, plan)
+        finally:
+            pg.close()
     conn = mariadb_connection(settings.mariadb, database=plan.source.database)
     try:
         return read_mysql_tables(conn, plan)
@@ -39,26 +45,49 @@ def source_tables(settings: Settings, plan: MigrationPlan) -> list[SourceTable]:
         conn.close()
 
 
+def _converted(
+    rows: Iterable[tuple[Any, ...]], converters: list[Any], keys: list[int]
+) -> Iterator[tuple[Row, Row]]:
+    for raw in rows:
+        row = tuple(None if v is None else f(v) for f, v in zip(converters, raw, strict=True))
+        yield tuple(row[i] for i in keys), row
+
+
 def _source_rows(
     settings: Settings, plan: MigrationPlan, table: SourceTable
 ) -> Iterator[tuple[Row, Row]]:
+    keys = [i for i, c in enumerate(table.logical) if c.key]
+    if plan.source.kind == "postgres":
+        qualified = f"{q(table.schema)}.{q(table.name)}"
+        yield from _postgres_rows(settings, plan.source.database, qualified, table, keys)
+        return
     converters = [column_converter(c, "null") for c in table.columns]
-    keys = [i for i, c in enumerate(table.columns) if c.key]
     conn = mariadb_connection(
         settings.mariadb,
         database=plan.source.database,
         cursorclass=pymysql.cursors.SSCursor,
         init_command="SET SESSION time_zone = '+00:00'",
     )
-    names = ", ".join(f"`{c.name.replace('`', '``')}`" for c in table.columns)
+    names = ", ".join(f"`{n.replace('`', '``')}`" for n in table.names)
     try:
         with conn.cursor() as cur:
             cur.execute(f"SELECT {names} FROM `{table.name}`")
-            for raw in cur:
-                row = tuple(
-                    None if v is None else f(v) for f, v in zip(converters, raw, strict=True)
-                )
-                yield tuple(row[i] for i in keys), row
+            yield from _converted(cur, converters, keys)
+    finally:
+        conn.close()
+
+
+def _postgres_rows(
+    settings: Settings, database: str, qualified: str, table: SourceTable, keys: list[int]
+) -> Iterator[tuple[Row, Row]]:
+    converters = [converter(c) for c in table.logical]
+    conn = postgres_connection(settings.postgres, database=database)
+    names = ", ".join(q(n) for n in table.names)
+    try:
+        with conn.cursor(name=f"verify_{uuid.uuid4().hex[:8]}") as cur:
+            cur.itersize = 10_000
+            cur.execute(f"SELECT {names} FROM {qualified}")
+            yield from _converted(cur, converters, keys)
     finally:
         conn.close()
 
@@ -66,22 +95,9 @@ def _source_rows(
 def _target_rows(
     settings: Settings, plan: MigrationPlan, table: SourceTable
 ) -> Iterator[tuple[Row, Row]]:
-    converters = [converter(c) for c in table.logical]
-    keys = [i for i, c in enumerate(table.columns) if c.key]
-    conn = postgres_connection(settings.postgres, database=plan.target.database)
-    names = ", ".join(q(c.name) for c in table.columns)
+    keys = [i for i, c in enumerate(table.logical) if c.key]
     target = f"{q(plan.target.schema_name)}.{q(plan.target_table(table.name))}"
-    try:
-        with conn.cursor(name=f"verify_{uuid.uuid4().hex[:8]}") as cur:
-            cur.itersize = 10_000
-            cur.execute(f"SELECT {names} FROM {target}")
-            for raw in cur:
-                row = tuple(
-                    None if v is None else f(v) for f, v in zip(converters, raw, strict=True)
-                )
-                yield tuple(row[i] for i in keys), row
-    finally:
-        conn.close()
+    yield from _postgres_rows(settings, plan.target.database, target, table, keys)
 
 
 def _encoded(value: Any) -> Any:

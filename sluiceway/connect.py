@@ -37,10 +37,13 @@ __all__ = [
 def postgres_connection(
     pg: PostgresSettings, *, database: str | None = None, **kwargs: Any
 ) -> psycopg2.extensions.connection:
-    """A psycopg2 connection (pass connection_factory for a replication connection)."""
+    """A psycopg2 connection (pass connection_factory for a replication connection). Named
+    ``sluiceway`` in pg_stat_activity, so a migration fence closes applications' sessions and
+    not Sluiceway's own."""
     import psycopg2
 
     kwargs.setdefault("connect_timeout", 5)
+    kwargs.setdefault("application_name", "sluiceway")
     conn: psycopg2.extensions.connection = psycopg2.connect(pg.dsn(database), **kwargs)
     return conn
 

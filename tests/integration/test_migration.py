@@ -26,6 +26,7 @@ from stack.manager import Stack
 from streaming.sources.mysql.capture import BinlogPosition
 from streaming.sources.postgres.catalog import drop_slot
 from streaming.sources.postgres.state import CaptureState
+from tests.integration.capture_support import temporary_database
 from tests.integration.conftest import require
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(400)]
@@ -393,3 +394,117 @@ def test_a_cutover_killed_after_the_fence_is_finished_by_the_next_run(
     with legacy.cursor() as cur:
         cur.execute("SELECT @@read_only")
         assert cur.fetchone()[0] == 1  # the old source stays fenced after the switch
+
+
+# --- PostgreSQL -> PostgreSQL (a version or host move) -----------------------------------------
+def pg_workload(
+    settings: Settings, database: str, stop: threading.Event, refused: list[str]
+) -> None:
+    """The application on the old PostgreSQL, until its session is closed by the fence."""
+    conn = psycopg2.connect(settings.postgres.dsn(database), application_name="shop-app")
+    conn.autocommit = True
+    n = 0
+    try:
+        with conn.cursor() as cur:
+            while not stop.is_set():
+                n += 1
+                cur.execute(
+                    "INSERT INTO accounts (email, balance, tags, profile, opened) "
+                    "VALUES (%s, %s, %s, %s, now()) RETURNING id",
+                    (f"a{n}@example.org", n * 1.5, ["x", f"t{n}"], f'{{"n": {n}}}'),
+                )
+                if n % 3 == 0:
+                    cur.execute(
+                        "UPDATE accounts SET balance = balance + 1 WHERE id = %s", (n // 2,)
+                    )
+                if n % 5 == 0:
+                    cur.execute("DELETE FROM accounts WHERE id = %s", (n // 3,))
+                time.sleep(0.005)
+    except psycopg2.Error as exc:
+        refused.append(str(exc))
+    finally:
+        conn.close()
+
+
+def test_postgres_to_postgres_cutover_and_rollback(
+    settings: Settings, stack: Stack, unique: str
+) -> None:
+    require(stack, "postgres")
+    require(stack, "kafka")
+    plan = MigrationPlan(
+        name=unique,
+        source={"kind": "postgres", "database": unique},
+        target={"database": f"{unique}_pg"},
+        tables={"include": ["public.*"]},
+    )
+    with temporary_database(settings, unique) as old:
+        with old.cursor() as cur:
+            cur.execute(
+                "CREATE TABLE accounts (id bigserial PRIMARY KEY, email text NOT NULL UNIQUE, "
+                "balance numeric(12,2), tags text[], profile jsonb, opened timestamptz)"
+            )
+        stop = threading.Event()
+        refused: list[str] = []
+        writer = threading.Thread(target=pg_workload, args=(settings, unique, stop, refused))
+        writer.start()
+        runner = MigrationRunner(settings, plan)
+        thread, errors = run_in_thread(runner)
+        try:
+            time.sleep(3)
+            caught_up(runner, old)
+            result = runner.cutover(approved=True)
+            thread.join(60)
+            writer.join(30)
+            assert refused, "the fence closed the application's session"
+            late = psycopg2.connect(settings.postgres.dsn(unique), application_name="shop-app")
+            with late.cursor() as cur, pytest.raises(psycopg2.errors.ReadOnlySqlTransaction):
+                cur.execute("INSERT INTO accounts (email) VALUES ('late@example.org')")
+            late.close()
+            assert runner.verify() and result["write_unavailable_seconds"] < 30
+            # The new primary takes writes; reverse replication carries them back.
+            runner = MigrationRunner(settings, plan)
+            thread, errors = run_in_thread(runner)
+            new = postgres_connection(settings.postgres, database=f"{unique}_pg")
+            new.autocommit = True
+            with new.cursor() as cur:
+                cur.execute(
+                    "INSERT INTO public.accounts (email, balance, tags, profile) VALUES "
+                    "('new@example.org', 9.99, ARRAY['n'], '{\"new\": true}') RETURNING id"
+                )
+                new_id = cur.fetchone()[0]
+            new.close()
+            time.sleep(2)
+            runner.rollback(approved=True)
+            thread.join(60)
+        finally:
+            stop.set()
+            runner.stop.set()
+            thread.join(60)
+            writer.join(30)
+            with old.cursor() as cur:
+                cur.execute(f'ALTER DATABASE "{unique}" RESET default_transaction_read_only')
+            admin = postgres_connection(settings.postgres, database="postgres")
+            admin.autocommit = True
+            with admin.cursor() as cur:
+                cur.execute(
+                    "SELECT slot_name FROM pg_replication_slots WHERE database = %s",
+                    (f"{unique}_pg",),
+                )
+                for (slot,) in cur.fetchall():
+                    drop_slot(admin, slot, timeout=30)
+                cur.execute(f'DROP DATABASE IF EXISTS "{unique}_pg" WITH (FORCE)')
+            admin.close()
+            MigrationState.path(settings.state_dir, unique).unlink(missing_ok=True)
+            CaptureState.path(settings.state_dir, f"migrate_{unique}").unlink(missing_ok=True)
+            CaptureState.path(settings.state_dir, f"migrate_{unique}_reverse").unlink(
+                missing_ok=True
+            )
+        assert not errors, errors
+        app = psycopg2.connect(settings.postgres.dsn(unique), application_name="shop-app")
+        app.autocommit = True
+        with app.cursor() as cur:
+            cur.execute("SELECT email, tags, profile FROM accounts WHERE id = %s", (new_id,))
+            assert cur.fetchone() == ("new@example.org", ["n"], {"new": True})
+            cur.execute("INSERT INTO accounts (email) VALUES ('back@example.org')")  # writable
+        app.close()
+        assert runner.state.phase == "rolled back"

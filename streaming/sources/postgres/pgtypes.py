@@ -48,6 +48,9 @@ SESSION_SETTINGS = {
     "extra_float_digits": "3",
     "bytea_output": "hex",
     "client_encoding": "UTF8",
+    # A database fenced for a migration (default_transaction_read_only) still lets capture
+    # write its heartbeats.
+    "default_transaction_read_only": "off",
 }
 
 _SPECIAL_FLOATS = frozenset({"NaN", "Infinity", "-Infinity"})
