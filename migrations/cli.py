@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.live import Live
+from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
 from migrations.plan import load_plan
@@ -62,19 +62,27 @@ def start(plan: PlanName) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    with Live(console=console, refresh_per_second=2) as live:
+    bars = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
+        TextColumn("{task.fields[status]}"),
+        console=console,
+    )
+    copied = bars.add_task("copy (rows)", total=1, status="starting")
+    loaded = bars.add_task("load (rows)", total=1, status="")
+    with bars:
 
         def progress(r: MigrationRunner) -> None:
             stats = r.capture.stats if r.capture is not None else None
-            loaded = r.loader.stats.rows if r.loader is not None else 0
             if stats is None:
                 return
-            line = (
-                f"{stats.phase}: snapshot {stats.snapshot_rows:,}/{stats.snapshot_estimate:,} "
-                f"rows, {stats.events:,} events captured, {loaded:,} rows loaded, "
-                f"lag {stats.lag_ms():,} ms"
-            )
-            live.update(line)
+            total = max(stats.snapshot_estimate, stats.snapshot_rows, 1)
+            status = f"{stats.phase}, {stats.events:,} events, lag {stats.lag_ms():,} ms"
+            bars.update(copied, completed=stats.snapshot_rows, total=total, status=status)
+            rows = r.loader.stats.rows if r.loader is not None else 0
+            applied = r.applier.stats.applied if r.applier is not None else 0
+            bars.update(loaded, completed=rows or applied, total=max(stats.events, 1), status="")
 
         runner.start(progress)
     console.print("stopped; `sluiceway migrate start` resumes")

@@ -85,6 +85,9 @@ class MigrationPlan(_Spec):
         None, description="command run at the switch (env SLUICEWAY_PRIMARY, _FENCE_POSITION)"
     )
     drain_timeout_seconds: float = Field(60.0, gt=0, description="longest drain after the fence")
+    verify_every_seconds: float = Field(
+        300.0, gt=0, description="while copying and catching up, verify parity this often"
+    )
 
     @model_validator(mode="after")
     def _name(self) -> MigrationPlan:

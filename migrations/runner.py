@@ -257,6 +257,7 @@ class MigrationRunner:
             thread.start()
         self.copy_running.set()
         next_sample = time.monotonic()
+        next_verify = time.monotonic() + self.plan.verify_every_seconds
         try:
             while not self.stop.wait(0.5):
                 if on_progress is not None:
@@ -264,6 +265,10 @@ class MigrationRunner:
                 if time.monotonic() >= next_sample:
                     self._sample(workers)
                     next_sample = time.monotonic() + 5
+                if until == "cut over" and time.monotonic() >= next_verify:
+                    # Re-checked continuously while catching up (as the gate would, under load).
+                    self._parity(rounds=2)
+                    next_verify = time.monotonic() + self.plan.verify_every_seconds
                 if MigrationState.load(self.state_path).phase == until:
                     break  # a cutover (or rollback) run elsewhere finished this work
         finally:

@@ -5,6 +5,9 @@ naming the key, when a target row diverges; stopping and re-starting the copy re
 from __future__ import annotations
 
 import random
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -156,7 +159,7 @@ def run_in_thread(runner: MigrationRunner) -> tuple[threading.Thread, list[BaseE
 def test_mariadb_to_postgres_copy_verify_refuse_and_cut_over(
     settings: Settings, legacy: Any, unique: str
 ) -> None:
-    plan = plan_of(unique)
+    plan = plan_of(unique).model_copy(update={"verify_every_seconds": 2.0})
     writer = app_connection(settings, unique)
     stop = threading.Event()
     rejected: list[str] = []
@@ -184,6 +187,8 @@ def test_mariadb_to_postgres_copy_verify_refuse_and_cut_over(
         thread, errors = run_in_thread(runner)
         time.sleep(3)
         caught_up(runner, legacy)
+        time.sleep(2.5)
+        assert runner.state.verifications, "parity is re-checked while catching up"
         # A divergent row in the target: parity red naming the key, and no cutover.
         with target.cursor() as cur:
             cur.execute('SELECT min(id) FROM public."customers"')
@@ -508,3 +513,68 @@ def test_postgres_to_postgres_cutover_and_rollback(
             cur.execute("INSERT INTO accounts (email) VALUES ('back@example.org')")  # writable
         app.close()
         assert runner.state.phase == "rolled back"
+
+
+def test_the_migration_process_killed_in_copy_and_in_cutover_completes_when_run_again(
+    settings: Settings, legacy: Any, unique: str, tmp_path: Any
+) -> None:
+    plan = plan_of(unique)
+    spec = tmp_path / f"{unique}.yaml"
+    spec.write_text(
+        "\n".join(
+            [
+                f"name: {unique}",
+                f"source: {{kind: mysql, database: {unique}}}",
+                f"target: {{database: {unique}_pg}}",
+                f"tables: {{include: ['{unique}.*']}}",
+                "gates: {approval: false}",
+            ]
+        )
+    )
+    log = tmp_path / "migrate.log"
+
+    def sluiceway(*args: str) -> subprocess.Popen[bytes]:
+        with log.open("ab") as out:
+            return subprocess.Popen(
+                [sys.executable, "-m", "sluiceway.cli", "migrate", *args, str(spec)],
+                stdout=out,
+                stderr=out,
+            )
+
+    writer = app_connection(settings, unique)
+    stop = threading.Event()
+    rejected: list[str] = []
+    load = threading.Thread(target=workload, args=(writer, stop, 5, rejected), daemon=True)
+    load.start()
+    copy = cutover = None
+    try:
+        copy = sluiceway("start")
+        time.sleep(4)
+        copy.send_signal(signal.SIGKILL)  # mid-copy
+        copy.wait(10)
+        copy = sluiceway("start")  # resumes
+        runner = MigrationRunner(settings, plan)
+        caught = runner.wait_applied(runner.source_position(), 120)
+        assert caught is not None, log.read_text()[-3000:]
+        cutover = sluiceway("cutover")
+        time.sleep(random.uniform(0.5, 2.5))  # somewhere in the cutover
+        cutover.send_signal(signal.SIGKILL)
+        cutover.wait(10)
+        again = sluiceway("cutover")
+        assert again.wait(120) in (0, 2), log.read_text()[-3000:]  # done, or already done
+        final = MigrationState.load(MigrationState.path(settings.state_dir, unique))
+        if final.phase != "cut over":  # the kill landed before the fence: run it once more
+            assert sluiceway("cutover").wait(120) == 0, log.read_text()[-3000:]
+        copy.wait(60)  # the copy sees the cutover and ends by itself
+        assert copy.returncode == 0, log.read_text()[-3000:]
+    finally:
+        stop.set()
+        load.join(30)
+        writer.close()
+        for process in (copy, cutover):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait(10)
+    runner = MigrationRunner(settings, plan)
+    assert runner.state.phase == "cut over" and runner.verify()
+    assert rejected and "read-only" in rejected[0]
