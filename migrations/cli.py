@@ -122,47 +122,38 @@ def verify_(plan: PlanName) -> None:
         raise typer.Exit(1)
 
 
-@migrate_app.command()
-def cutover(
-    plan: PlanName,
-    approve: Annotated[bool, typer.Option("--approve", help="the explicit approval")] = False,
-) -> None:
-    """Gates (lag, parity, approval), fence the source, drain, verify, switch (see README)."""
-    runner = _runner(plan)
-    try:
-        result = runner.cutover(approved=approve)
-    except CutoverRefused as exc:
-        console.print(f"[yellow]cutover refused:[/yellow] {exc}")
-        raise typer.Exit(2) from None
-    except CutoverFailed as exc:
-        console.print(f"[red]cutover failed, the source is still the primary:[/red] {exc}")
-        raise typer.Exit(1) from None
-    console.print(
-        f"cut over at {result['switch_at']}: the target is the primary; writes were unavailable "
-        f"for {result['write_unavailable_seconds']:.2f} s"
-    )
+Approve = Annotated[bool, typer.Option("--approve", help="the explicit approval")]
 
 
-@migrate_app.command()
-def rollback(
-    plan: PlanName,
-    approve: Annotated[bool, typer.Option("--approve", help="the explicit approval")] = False,
-) -> None:
-    """After a cutover: fence the new primary, drain reverse replication, verify, and make the
-    old source the primary again."""
+def _switch(plan: str, approve: bool, back: bool) -> None:
     runner = _runner(plan)
+    action, primary = ("rollback", "target") if back else ("cutover", "source")
     try:
-        result = runner.rollback(approved=approve)
+        result = runner.rollback(approved=approve) if back else runner.cutover(approved=approve)
     except CutoverRefused as exc:
-        console.print(f"[yellow]rollback refused:[/yellow] {exc}")
+        console.print(f"[yellow]{action} refused:[/yellow] {exc}")
         raise typer.Exit(2) from None
     except CutoverFailed as exc:
-        console.print(f"[red]rollback failed, the target is still the primary:[/red] {exc}")
+        console.print(f"[red]{action} failed, the {primary} is still the primary:[/red] {exc}")
         raise typer.Exit(1) from None
+    now = "source" if back else "target"
     console.print(
-        f"rolled back at {result['switch_at']}: the source is the primary; writes were "
+        f"{action} done at {result['switch_at']}: the {now} is the primary; writes were "
         f"unavailable for {result['write_unavailable_seconds']:.2f} s"
     )
+
+
+@migrate_app.command()
+def cutover(plan: PlanName, approve: Approve = False) -> None:
+    """Gates (lag, parity, approval), fence the source, drain, verify, switch (see README)."""
+    _switch(plan, approve, back=False)
+
+
+@migrate_app.command()
+def rollback(plan: PlanName, approve: Approve = False) -> None:
+    """After a cutover: fence the new primary, drain reverse replication, verify, and make the
+    old source the primary again."""
+    _switch(plan, approve, back=True)
 
 
 @migrate_app.command()

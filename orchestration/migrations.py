@@ -48,6 +48,15 @@ def _runner(sluiceway: SluicewayResource, plan: MigrationPlan) -> MigrationRunne
     return MigrationRunner(sluiceway.settings(), plan)
 
 
+def _switch(runner: MigrationRunner, back: bool) -> Output[None]:
+    """The cutover (or rollback) itself, approved by the op before it; its report."""
+    try:
+        result = runner.rollback(approved=True) if back else runner.cutover(approved=True)
+    except (CutoverRefused, CutoverFailed) as exc:
+        raise Failure(str(exc)) from exc
+    return _report(runner, result)
+
+
 def _report(runner: MigrationRunner, value: dict[str, Any]) -> Output[None]:
     return Output(
         None,
@@ -115,12 +124,7 @@ def migration_jobs(plan: MigrationPlan) -> list[JobDefinition]:
 
     @op(name=f"{prefix}_fence_and_switch", ins={"after": In(Nothing)})
     def fence_and_switch(sluiceway: SluicewayResource) -> Output[None]:
-        runner = _runner(sluiceway, plan)
-        try:
-            result = runner.cutover(approved=True)
-        except (CutoverRefused, CutoverFailed) as exc:
-            raise Failure(str(exc)) from exc
-        return _report(runner, result)
+        return _switch(_runner(sluiceway, plan), back=False)
 
     @job(
         name=f"{prefix}_cutover",
@@ -137,12 +141,7 @@ def migration_jobs(plan: MigrationPlan) -> list[JobDefinition]:
 
     @op(name=f"{prefix}_switch_back", ins={"after": In(Nothing)})
     def rollback(sluiceway: SluicewayResource) -> Output[None]:
-        runner = _runner(sluiceway, plan)
-        try:
-            result = runner.rollback(approved=True)
-        except (CutoverRefused, CutoverFailed) as exc:
-            raise Failure(str(exc)) from exc
-        return _report(runner, result)
+        return _switch(_runner(sluiceway, plan), back=True)
 
     @job(
         name=f"{prefix}_rollback",
