@@ -36,6 +36,8 @@ __all__ = [
     "MigrationTarget",
     "list_plans",
     "load_plan",
+    "moved_to",
+    "record_primary",
 ]
 
 PLANS_DIR = REPO_ROOT / "migrations" / "plans"
@@ -148,3 +150,35 @@ def load_plan(name_or_path: str | Path, directory: Path = PLANS_DIR) -> Migratio
 def list_plans(directory: Path = PLANS_DIR) -> list[MigrationPlan]:
     """Every plan in ``directory``."""
     return [load_plan(path) for path in sorted(directory.glob("*.yaml"))]
+
+
+def _primaries_path(state_dir: Path) -> Path:
+    return state_dir / "migrations" / "primaries.json"
+
+
+def record_primary(state_dir: Path, plan: MigrationPlan, primary: str) -> None:
+    """Record which database of ``plan`` is the primary now (``source`` or ``target``)."""
+    from streaming.sources.statefile import load_state, save_state
+
+    path = _primaries_path(state_dir)
+    known = load_state(path) or {}
+    known[plan.name] = {
+        "primary": primary,
+        "source": {"kind": plan.source.kind, "database": plan.source.database},
+        "target": {"kind": plan.target.kind, "database": plan.target.database},
+    }
+    save_state(path, known)
+
+
+def moved_to(state_dir: Path, kind: str, database: str) -> tuple[str, str, str] | None:
+    """If a migration cut ``database`` over, (plan, kind, database) of its new primary."""
+    from streaming.sources.statefile import load_state
+
+    for name, entry in (load_state(_primaries_path(state_dir)) or {}).items():
+        source = entry["source"]
+        if entry["primary"] == "target" and (source["kind"], source["database"]) == (
+            kind,
+            database,
+        ):
+            return name, entry["target"]["kind"], entry["target"]["database"]
+    return None

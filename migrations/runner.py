@@ -46,7 +46,7 @@ from loaders.postgres import PostgresSink
 from loaders.postgres.sink import OFFSETS
 from loaders.runner import Loader
 from loaders.sql import q
-from migrations.plan import MigrationPlan
+from migrations.plan import MigrationPlan, record_primary
 from migrations.reverse import Applier, MySQLApplier, PostgresApplier
 from migrations.schema import script, translate
 from migrations.verify import source_tables, verify
@@ -520,6 +520,7 @@ class MigrationRunner:
         }
         self.state.record("switched", primary="target", **self.state.cutover)
         self._save()
+        record_primary(self.settings.state_dir, self.plan, "target")
         self._hook(final)
         return self.state.cutover
 
@@ -686,6 +687,7 @@ class MigrationRunner:
         }
         self.state.record("rolled back", primary="source", **result)
         self._save()
+        record_primary(self.settings.state_dir, self.plan, "source")
         return result
 
     def _hook(self, position: int) -> None:

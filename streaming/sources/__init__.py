@@ -23,8 +23,28 @@ def capture_for(
     pipeline: Pipeline,
     on_stats: Callable[[CaptureStats], None] | None = None,
 ) -> Any:
-    """The capture of a pipeline, by its source kind (postgres, mysql, query, syslog)."""
+    """The capture of a pipeline, by its source kind (postgres, mysql, query, syslog).
+
+    Raises:
+        ConfigError: the source database was cut over by a migration: capture reads the new
+            primary, so the pipeline's source must name it.
+    """
     kind = pipeline.source.kind
+    database = getattr(pipeline.source, "database", None)
+    if kind in ("postgres", "mysql"):
+        from migrations.plan import moved_to
+        from sluiceway.errors import ConfigError
+
+        default = settings.mariadb.database if kind == "mysql" else settings.postgres.database
+        moved = moved_to(settings.state_dir, kind, database or default)
+        if moved is not None:
+            plan, new_kind, new_database = moved
+            raise ConfigError(
+                f"pipeline {pipeline.name}: {kind} database {database or default} was cut over "
+                f"to {new_kind} database {new_database} by migration {plan} (it is fenced, "
+                f"read-only); point source at the new primary (kind: {new_kind}, database: "
+                f"{new_database}), or roll the migration back"
+            )
     if kind == "mysql":
         from streaming.sources.mysql.capture import MySQLCapture
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from migrations.plan import PLANS_DIR, MigrationPlan, load_plan
+from migrations.plan import PLANS_DIR, MigrationPlan, load_plan, moved_to, record_primary
 from migrations.schema import SourceTable, script, translate
 from sluiceway.errors import ConfigError
 from streaming.sources.mysql.types import MyColumn
@@ -72,3 +72,21 @@ def test_translation_keeps_keys_indexes_identity_enums_and_types() -> None:
     text = script(plan, [table])
     assert text.startswith("-- Migration m: mysql legacy -> PostgreSQL new.public")
     assert 'CREATE SCHEMA IF NOT EXISTS "public";' in text
+
+
+def test_a_cut_over_database_is_not_captured_as_if_it_were_still_primary(tmp_path: Path) -> None:
+    from sluiceway.pipeline import Pipeline
+    from sluiceway.settings import load_settings
+    from streaming.sources import capture_for
+
+    settings = load_settings().model_copy(update={"state_dir": tmp_path})
+    plan = load_plan("legacy_shop")
+    pipeline = Pipeline(name="legacy", source={"kind": "mysql", "database": "legacy_shop"})
+    assert moved_to(tmp_path, "mysql", "legacy_shop") is None
+    record_primary(tmp_path, plan, "target")
+    assert moved_to(tmp_path, "mysql", "legacy_shop") == ("legacy_shop", "postgres", "shop_pg")
+    with pytest.raises(ConfigError, match="was cut over to postgres database shop_pg"):
+        capture_for(settings, pipeline)
+    record_primary(tmp_path, plan, "source")  # rolled back
+    assert moved_to(tmp_path, "mysql", "legacy_shop") is None
+    assert capture_for(settings, pipeline).pipeline is pipeline
