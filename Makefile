@@ -57,6 +57,7 @@ bench: up ## run the benchmarks (each beside its baseline) and record docs/bench
 	$(BIN)/python -m bench.enrich
 	$(BIN)/python -m bench.migration
 	$(BIN)/python -m bench.load
+	$(BIN)/python -m bench.replay
 	$(BIN)/python -m bench.dlt_merge --rows 300000
 
 bench-render: venv ## re-render docs/benchmarks.md from docs/benchmarks.json
