@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from sluiceway.pipeline import Pipeline
 from sluiceway.settings import Settings
@@ -57,7 +58,7 @@ class Capture:
         self.stats = CaptureStats()
         self._on_stats = on_stats
         self.error: BaseException | None = None  # why `run` ended, if it failed
-        self.emitter = Emitter(settings, pipeline, None)
+        self.emitter = Emitter(settings, pipeline, None, self.describe)
 
     def run(self) -> None:
         """Capture until `stop` is set, retrying transient failures with backoff."""
@@ -70,6 +71,11 @@ class Capture:
 
     def _run_once(self) -> None:
         raise NotImplementedError
+
+    @staticmethod
+    def describe(source: dict[str, Any]) -> str:
+        """An event's source position as people read it (named in dead letters and errors)."""
+        return str(source.get("lsn"))
 
     def _report(self) -> None:
         self.stats.dead_letters = self.emitter.dead_letters

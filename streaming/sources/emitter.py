@@ -16,6 +16,7 @@ to one `Emitter`, so they all behave alike downstream:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -38,8 +39,17 @@ log = logging.getLogger(__name__)
 class Emitter:
     """Sends one pipeline's change events through its transforms into Kafka."""
 
-    def __init__(self, settings: Settings, pipeline: Pipeline, admin: Any) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        pipeline: Pipeline,
+        admin: Any,
+        describe: Callable[[dict[str, Any]], str] | None = None,
+    ) -> None:
+        """``describe`` renders an event's ``source`` block as the position people read
+        (an LSN, ``file:pos``), only when a record fails: never on the hot path."""
         self.settings = settings
+        self.describe = describe or (lambda source: str(source.get("lsn")))
         self.pipeline = pipeline
         self.admin = admin
         self.chain = TransformChain(pipeline)
@@ -100,7 +110,6 @@ class Emitter:
         batch: Batch,
         event: ChangeEvent,
         shape: TableSchema,
-        position: str,
         connect: ConnectSchema | None = None,
     ) -> None:
         """Transform, serialise and produce one event (or dead-letter it)."""
@@ -116,7 +125,7 @@ class Emitter:
             try:
                 result = plan.apply(record)
             except TransformError as exc:
-                self.fail(exc, "transform", event, shape, position)
+                self.fail(exc, "transform", event, shape)
                 return
             if result is None:
                 self.filtered += 1
@@ -135,7 +144,7 @@ class Emitter:
             encoded_key = encode_json(key) if key is not None else None
             encoded = encode_json(value) if value is not None else None
         except (TypeError, orjson.JSONEncodeError) as exc:
-            self.fail(exc, "serialize", event, shape, position)
+            self.fail(exc, "serialize", event, shape)
             return
         if topic not in self._topics:
             self.ensure_topics([topic])
@@ -157,8 +166,7 @@ class Emitter:
         stage: str,
         event: ChangeEvent | None,
         shape: TableSchema,
-        position: str,
-        raw: Any = None,
+        raw: dict[str, Any] | None = None,
     ) -> None:
         """A record that cannot become an event: to the dead-letter topic, or stop.
 
@@ -166,6 +174,8 @@ class Emitter:
             RecordFailed: with ``errors.tolerance: none`` (the default).
         """
         table = f"{shape.schema}.{shape.table}"
+        source = event.source if event is not None else (raw or {}).get("source") or {}
+        position = self.describe(source)
         where = f"pipeline {self.pipeline.name}, stage {stage}, table {table}, position {position}"
         if self.pipeline.errors.tolerance == "none":
             raise RecordFailed(

@@ -187,6 +187,11 @@ class MySQLCapture(Capture):
         self._codecs: dict[tuple[str, str, tuple[Any, ...]], TableCodec] = {}
         self.mariadb = True
 
+    @staticmethod
+    def describe(source: dict[str, Any]) -> str:
+        """``file:pos`` of the rows event (the binlog coordinate people look up)."""
+        return f"{source.get('file')}:{source.get('pos')}"
+
     # --- connections -----------------------------------------------------------------------
     def connect(self, **kwargs: Any) -> pymysql.connections.Connection[Any]:
         """A connection to the source server, UTC session."""
@@ -437,23 +442,22 @@ class MySQLCapture(Capture):
         zero_before: dict[str, str] | None,
         zero_after: dict[str, str] | None,
     ) -> None:
-        position = f"{source.get('file')}:{source.get('pos')}"
         try:
             before_row = codec.row(before, zero_before) if before is not None else None
             after_row = codec.row(after, zero_after) if after is not None else None
         except (ValueError, TypeError, UnicodeDecodeError) as exc:
             raw = {"op": op, "before": before, "after": after, "source": source}
-            self.emitter.fail(exc, "capture", None, codec.shape, position, raw)
+            self.emitter.fail(exc, "capture", None, codec.shape, raw)
             return
         if op == "u" and before_row is not None and after_row is not None and codec.key:
             old, new = codec.key_of(before_row), codec.key_of(after_row)
             if old != new:  # a primary-key change: delete the old key, create the new
-                self._send(batch, codec, "d", before_row, None, old, source, ts_ms, position)
-                self._send(batch, codec, "c", None, after_row, new, source, ts_ms, position)
+                self._send(batch, codec, "d", before_row, None, old, source, ts_ms)
+                self._send(batch, codec, "c", None, after_row, new, source, ts_ms)
                 return
         keyed = after_row if after_row is not None else before_row
         key = codec.key_of(keyed) if keyed is not None else None
-        self._send(batch, codec, op, before_row, after_row, key, source, ts_ms, position)
+        self._send(batch, codec, op, before_row, after_row, key, source, ts_ms)
 
     def _send(
         self,
@@ -465,10 +469,9 @@ class MySQLCapture(Capture):
         key: dict[str, Any] | None,
         source: dict[str, Any],
         ts_ms: int,
-        position: str,
     ) -> None:
         event = ChangeEvent(codec.topic, key, op, before, after, source, ts_ms)
-        self.emitter.send(batch, event, codec.shape, position)
+        self.emitter.send(batch, event, codec.shape)
         self.stats.events += 1
 
     # --- streaming -------------------------------------------------------------------------

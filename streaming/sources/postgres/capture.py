@@ -90,7 +90,9 @@ class PostgresCapture:
         self._state_path = CaptureState.path(settings.state_dir, pipeline.name)
         self.state: CaptureState | None = None
         self._producer: EventProducer | None = None
-        self.emitter = Emitter(settings, pipeline, None)
+        self.emitter = Emitter(
+            settings, pipeline, None, lambda source: pg.format_lsn(int(source.get("lsn") or 0))
+        )
 
     # --- connections -----------------------------------------------------------------------
     def connect(self) -> Any:
@@ -304,8 +306,7 @@ class PostgresCapture:
         as_connect: bool,
     ) -> None:
         # Transforms, serialisation, tombstones and dead letters: the emitter, as every source.
-        position = pg.format_lsn(int(event.source.get("lsn") or 0))
-        self.emitter.send(batch, event, codec.table_schema, position, codec.connect)
+        self.emitter.send(batch, event, codec.table_schema, codec.connect)
         self.stats.events += 1
 
     def _stream(

@@ -280,6 +280,11 @@ class QueryCapture(Capture):
         self.polls = 0
 
     @staticmethod
+    def describe(source: dict[str, Any]) -> str:
+        """The polled row's position: its timestamp (microseconds) and incrementing value."""
+        return f"timestamp/increment {source.get('commit_lsn')}/{source.get('lsn')}"
+
+    @staticmethod
     def path(state_dir: Path, pipeline: str) -> Path:
         """Where a pipeline's poll positions live."""
         return state_dir / "capture" / f"{pipeline}.query.json"
@@ -369,8 +374,7 @@ class QueryCapture(Capture):
                 batch = tracker.open()
                 for values in rows:
                     event = table.event(dict(values), ts_ms)
-                    position = str(table.position())
-                    self.emitter.send(batch, event, table.shape, position)
+                    self.emitter.send(batch, event, table.shape)
                     self.stats.events += 1
                 tracker.seal(batch, 0)
                 full = full or len(rows) >= self.source.batch_rows

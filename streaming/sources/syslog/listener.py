@@ -22,6 +22,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from sluiceway.connect import kafka_admin
 from sluiceway.errors import ConfigError
@@ -84,6 +85,10 @@ class SyslogListener(Capture):
         self._sequence = 0
         self._tracker = DeliveryTracker()
         self._producer: EventProducer | None = None
+
+    @staticmethod
+    def describe(source: dict[str, Any]) -> str:
+        return f"message {source.get('lsn')} received"
 
     def run(self) -> None:
         """Listen until `stop` is set; Kafka is flushed before the sockets close."""
@@ -190,7 +195,7 @@ class SyslogListener(Capture):
         assert self._producer is not None
         with self._lock:  # one producer, one tracker: sends are serialised
             batch = self._tracker.open()
-            self.emitter.send(batch, event, SHAPE, f"{peer} message {sequence}")
+            self.emitter.send(batch, event, SHAPE)
             self._tracker.seal(batch, sequence)
             self.stats.events += 1
             self.stats.transactions += 1
