@@ -20,13 +20,11 @@ import re
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from sluiceway.errors import ConfigError
 from sluiceway.pipeline import MySQLSource, Pipeline, PostgresSource, TableSelection
 from sluiceway.settings import REPO_ROOT
-from sluiceway.validation import describe_errors
+from sluiceway.validation import load_spec
 
 __all__ = [
     "PLANS_DIR",
@@ -127,24 +125,7 @@ def load_plan(name_or_path: str | Path, directory: Path = PLANS_DIR) -> Migratio
     Raises:
         ConfigError: naming the file, and each invalid field with its value and fix.
     """
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = directory / f"{name_or_path}.yaml"
-    if not path.is_file():
-        known = ", ".join(p.stem for p in sorted(path.parent.glob("*.yaml"))) or "none"
-        raise ConfigError(f"no migration plan {str(name_or_path)!r} ({path}); known: {known}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping (name, source, target, tables, ...)")
-    try:
-        return MigrationPlan(**data)
-    except ValidationError as exc:
-        raise ConfigError(
-            f"invalid migration plan {path}:\n" + describe_errors(exc, MigrationPlan, str(path))
-        ) from None
+    return load_spec(name_or_path, directory, MigrationPlan, "migration plan")
 
 
 def list_plans(directory: Path = PLANS_DIR) -> list[MigrationPlan]:

@@ -26,12 +26,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sluiceway.errors import ConfigError
 from sluiceway.settings import REPO_ROOT
-from sluiceway.validation import describe_errors
+from sluiceway.validation import load_spec
 
 __all__ = [
     "PIPELINES_DIR",
@@ -588,24 +587,7 @@ def load_pipeline(name_or_path: str | Path, directory: Path | None = None) -> Pi
     Raises:
         ConfigError: naming the file, and each invalid field with its value and fix.
     """
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = _directory(directory) / f"{name_or_path}.yaml"
-    if not path.is_file():
-        known = ", ".join(p.stem for p in sorted(path.parent.glob("*.yaml"))) or "none"
-        raise ConfigError(f"no pipeline {str(name_or_path)!r} ({path} is missing); known: {known}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping (name, source, topics, ...)")
-    try:
-        return Pipeline(**data)
-    except ValidationError as exc:
-        raise ConfigError(
-            f"invalid pipeline {path}:\n" + describe_errors(exc, Pipeline, str(path))
-        ) from None
+    return load_spec(name_or_path, _directory(directory), Pipeline, "pipeline")
 
 
 def list_pipelines(directory: Path | None = None) -> list[Pipeline]:

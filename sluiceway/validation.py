@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import UnionType
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-__all__ = ["describe_errors"]
+__all__ = ["describe_errors", "load_spec"]
+
+Spec = TypeVar("Spec", bound=BaseModel)
 
 _SECRET_WORDS = ("password", "secret", "token", "credential", "salt")
 
@@ -112,3 +115,35 @@ def describe_errors(
             )
         lines.append(f"  {path} = {shown}: {error['msg']}\n    fix: set {path}{hint} in {where}")
     return "\n".join(lines)
+
+
+def load_spec(name_or_path: str | Path, directory: Path, model: type[Spec], what: str) -> Spec:
+    """A YAML specification by name (``<directory>/<name>.yaml``) or by path, validated.
+
+    Raises:
+        ConfigError: the file is missing (the known names listed), not YAML, not a mapping,
+            or invalid (each field with its value and fix).
+    """
+    import yaml
+
+    from sluiceway.errors import ConfigError
+
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = directory / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = ", ".join(p.stem for p in sorted(path.parent.glob("*.yaml"))) or "none"
+        raise ConfigError(f"no {what} {str(name_or_path)!r} ({path} is missing); known: {known}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        fields = ", ".join(list(model.model_fields)[:4])
+        raise ConfigError(f"{path} must hold a mapping ({fields}, ...)")
+    try:
+        return model(**data)
+    except ValidationError as exc:
+        raise ConfigError(
+            f"invalid {what} {path}:\n" + describe_errors(exc, model, str(path))
+        ) from None
