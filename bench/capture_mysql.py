@@ -15,18 +15,15 @@ is the capture process's VmHWM.
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import yaml
 from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.row_event import UpdateRowsEvent, WriteRowsEvent
 from rich.console import Console
 
+from bench.process import peak_rss_mb, start_capture, write_spec
 from bench.record import Figure, command, summarize
 from sluiceway.connect import mariadb_connection
 from sluiceway.settings import Settings
@@ -96,37 +93,14 @@ def _raw(settings: Settings, start: BinlogPosition, end: int) -> tuple[float, in
     return time.perf_counter() - began, rows
 
 
-def _peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def _capture(
     settings: Settings, spec: Path, start: BinlogPosition, end: int
 ) -> tuple[float, float]:
     """Seconds from 'streaming' to the saved position reaching ``end``; peak RSS in MiB."""
     state = BinlogPosition.path(settings.state_dir, PIPELINE)
     start.save(state)  # resume exactly where the workload began (no snapshot)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sluiceway.cli", "capture", "run", str(spec)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    streaming = threading.Event()
-
-    def watch() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            if "streaming " in line:
-                streaming.set()
-
-    threading.Thread(target=watch, daemon=True).start()
+    proc = start_capture(spec, "streaming ")
     try:
-        if not streaming.wait(60):
-            raise RuntimeError("capture did not start streaming in 60 s")
         began = time.perf_counter()
         while True:
             saved = BinlogPosition.load(state)
@@ -136,7 +110,7 @@ def _capture(
                 raise RuntimeError(f"capture exited with {proc.returncode}")
             time.sleep(0.02)
         elapsed = time.perf_counter() - began
-        rss = _peak_rss_mb(proc.pid)
+        rss = peak_rss_mb(proc.pid)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
@@ -144,24 +118,21 @@ def _capture(
 
 
 def _spec(directory: Path) -> Path:
-    spec = directory / f"{PIPELINE}.yaml"
-    spec.write_text(
-        yaml.safe_dump(
-            {
-                "name": PIPELINE,
-                "source": {
-                    "kind": "mysql",
-                    "database": DB,
-                    "tables": {"include": [f"{DB}.bench"]},
-                    "snapshot": "never",
-                    "server_id": SERVER_ID,
-                    "status_seconds": 0.05,
-                },
-                "topics": {"partitions": 3},
-            }
-        )
+    return write_spec(
+        directory,
+        {
+            "name": PIPELINE,
+            "source": {
+                "kind": "mysql",
+                "database": DB,
+                "tables": {"include": [f"{DB}.bench"]},
+                "snapshot": "never",
+                "server_id": SERVER_ID,
+                "status_seconds": 0.05,
+            },
+            "topics": {"partitions": 3},
+        },
     )
-    return spec
 
 
 def run(settings: Settings, changes: int, runs: int) -> list[Figure]:

@@ -15,16 +15,14 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import yaml
 from rich.console import Console
 
+from bench.process import peak_rss_mb, start_capture, write_spec
 from bench.record import Figure, command, summarize
 from sluiceway.connect import postgres_connection
 from sluiceway.settings import Settings
@@ -115,13 +113,6 @@ def _confirmed(conn: Any) -> int:
         return int(cur.fetchone()[0])
 
 
-def _peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def _capture(
     conn: Any, inserted: int, updated: int, spec: Path
 ) -> tuple[float, float, float, float]:
@@ -131,24 +122,7 @@ def _capture(
     second, are reported apart: pg_recvlogical has none to speak of).
     """
     launched = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sluiceway.cli", "capture", "run", str(spec)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    streaming = threading.Event()
-
-    def watch() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            if "streaming from slot" in line:
-                streaming.set()
-
-    threading.Thread(target=watch, daemon=True).start()
-    if not streaming.wait(60):
-        proc.kill()
-        raise RuntimeError("capture did not start streaming in 60 s")
+    proc = start_capture(spec, "streaming from slot")
     start = time.perf_counter()
     marks: dict[int, float] = {}
     try:
@@ -158,7 +132,7 @@ def _capture(
                     raise RuntimeError(f"capture exited with {proc.returncode}")
                 time.sleep(0.02)
             marks[target] = time.perf_counter()
-        rss = _peak_rss_mb(proc.pid)
+        rss = peak_rss_mb(proc.pid)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
@@ -166,23 +140,20 @@ def _capture(
 
 
 def _spec(directory: Path) -> Path:
-    spec = directory / f"{PIPELINE}.yaml"
-    spec.write_text(
-        yaml.safe_dump(
-            {
-                "name": PIPELINE,
-                "source": {
-                    "database": DB,
-                    "publication": PUBLICATION,
-                    "tables": {"include": ["public.bench"]},
-                    "snapshot": "never",
-                    "status_seconds": 0.05,
-                },
-                "topics": {"partitions": 3},
-            }
-        )
+    return write_spec(
+        directory,
+        {
+            "name": PIPELINE,
+            "source": {
+                "database": DB,
+                "publication": PUBLICATION,
+                "tables": {"include": ["public.bench"]},
+                "snapshot": "never",
+                "status_seconds": 0.05,
+            },
+            "topics": {"partitions": 3},
+        },
     )
-    return spec
 
 
 def run(settings: Settings, rows: int, runs: int) -> list[Figure]:
