@@ -23,7 +23,6 @@ import base64
 import logging
 import re
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -171,6 +170,23 @@ class Applier:
         raise NotImplementedError
 
     def _apply(self, cur: Any, topic: str, envelope: dict[str, Any]) -> None:
+        """One change: a delete by key, or an upsert of the columns it carries (TOAST values
+        an update left unchanged are not among them)."""
+        envelope = envelope.get("payload", envelope) if "payload" in envelope else envelope
+        table = self._tables.get(topic.rsplit(".", 1)[1])
+        if table is None or envelope.get("op") not in ("c", "u", "r", "d"):
+            return
+        if envelope["op"] == "d":
+            self.delete(cur, table, envelope.get("before") or {})
+            return
+        unchanged = set(envelope.get("unchanged") or [])
+        after = envelope.get("after") or {}
+        self.upsert(cur, table, {k: v for k, v in after.items() if k not in unchanged})
+
+    def delete(self, cur: Any, table: SourceTable, before: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def upsert(self, cur: Any, table: SourceTable, after: dict[str, Any]) -> None:
         raise NotImplementedError
 
 
@@ -184,33 +200,29 @@ class MySQLApplier(Applier):
             init_command="SET SESSION time_zone = '+00:00', foreign_key_checks = 0",
         )
 
-    def _apply(self, cur: Any, topic: str, envelope: dict[str, Any]) -> None:
-        envelope = envelope.get("payload", envelope) if "payload" in envelope else envelope
-        table = self._tables.get(topic.rsplit(".", 1)[1])
-        if table is None or envelope.get("op") not in ("c", "u", "r", "d"):
-            return
+    def delete(self, cur: Any, table: SourceTable, before: dict[str, Any]) -> None:
         kinds = {c.name: c.data_type for c in table.columns}
-        quote: Callable[[str], str] = lambda name: "`" + name.replace("`", "``") + "`"  # noqa: E731
-        if envelope["op"] == "d":
-            before = envelope.get("before") or {}
-            where = " AND ".join(f"{quote(k)} = %s" for k in table.key)
-            cur.execute(
-                f"DELETE FROM {quote(table.name)} WHERE {where}",
-                [mysql_value(kinds[k], before.get(k)) for k in table.key],
-            )
-            return
-        after = envelope.get("after") or {}
-        unchanged = set(envelope.get("unchanged") or [])  # TOAST values the update kept
-        names = [c for c in kinds if c in after and c not in unchanged]
-        values = [mysql_value(kinds[c], after[c]) for c in names]
-        columns = ", ".join(quote(c) for c in names)
-        marks = ", ".join(["%s"] * len(names))
-        updates = ", ".join(f"{quote(c)} = VALUES({quote(c)})" for c in names) or "1 = 1"
+        where = " AND ".join(f"{_backquote(k)} = %s" for k in table.key)
         cur.execute(
-            f"INSERT INTO {quote(table.name)} ({columns}) VALUES ({marks}) "
-            f"ON DUPLICATE KEY UPDATE {updates}",
-            values,
+            f"DELETE FROM {_backquote(table.name)} WHERE {where}",
+            [mysql_value(kinds[k], before.get(k)) for k in table.key],
         )
+
+    def upsert(self, cur: Any, table: SourceTable, after: dict[str, Any]) -> None:
+        kinds = {c.name: c.data_type for c in table.columns}
+        names = [c for c in kinds if c in after]
+        columns = ", ".join(_backquote(c) for c in names)
+        marks = ", ".join(["%s"] * len(names))
+        updates = ", ".join(f"{_backquote(c)} = VALUES({_backquote(c)})" for c in names)
+        cur.execute(
+            f"INSERT INTO {_backquote(table.name)} ({columns}) VALUES ({marks}) "
+            f"ON DUPLICATE KEY UPDATE {updates or '1 = 1'}",
+            [mysql_value(kinds[c], after[c]) for c in names],
+        )
+
+
+def _backquote(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
 
 
 def _text(value: Any) -> str | None:
@@ -236,28 +248,22 @@ class PostgresApplier(Applier):
             options="-c default_transaction_read_only=off -c TimeZone=UTC",
         )
 
-    def _apply(self, cur: Any, topic: str, envelope: dict[str, Any]) -> None:
-        envelope = envelope.get("payload", envelope) if "payload" in envelope else envelope
-        table = self._tables.get(topic.rsplit(".", 1)[1])
-        if table is None or envelope.get("op") not in ("c", "u", "r", "d"):
-            return
-        name = f"{q(table.schema)}.{q(table.name)}"
+    def delete(self, cur: Any, table: SourceTable, before: dict[str, Any]) -> None:
         columns = {c.name: c for c in table.logical}
-        if envelope["op"] == "d":
-            before = envelope.get("before") or {}
-            keys = [columns[k] for k in table.key]
-            staged = ", ".join(f"%s::text AS {q(k.name)}" for k in keys)
-            where = " AND ".join(
-                f"t.{q(k.name)} = {cast_expression(k, 's.' + q(k.name))}" for k in keys
-            )
-            cur.execute(
-                f"DELETE FROM {name} t USING (SELECT {staged}) s WHERE {where}",
-                [_text(before.get(k.name)) for k in keys],
-            )
-            return
-        after = envelope.get("after") or {}
-        unchanged = set(envelope.get("unchanged") or [])
-        chosen = [c for c in table.logical if c.name in after and c.name not in unchanged]
+        keys = [columns[k] for k in table.key]
+        staged = ", ".join(f"%s::text AS {q(k.name)}" for k in keys)
+        where = " AND ".join(
+            f"t.{q(k.name)} = {cast_expression(k, 's.' + q(k.name))}" for k in keys
+        )
+        cur.execute(
+            f"DELETE FROM {q(table.schema)}.{q(table.name)} t USING (SELECT {staged}) s "
+            f"WHERE {where}",
+            [_text(before.get(k.name)) for k in keys],
+        )
+
+    def upsert(self, cur: Any, table: SourceTable, after: dict[str, Any]) -> None:
+        name = f"{q(table.schema)}.{q(table.name)}"
+        chosen = [c for c in table.logical if c.name in after]
         staged = ", ".join(f"%s::text AS {q(c.name)}" for c in chosen)
         values = ", ".join(cast_expression(c, "s." + q(c.name)) for c in chosen)
         names = ", ".join(q(c.name) for c in chosen)
