@@ -139,16 +139,17 @@ def _primaries_path(state_dir: Path) -> Path:
 
 def record_primary(state_dir: Path, plan: MigrationPlan, primary: str) -> None:
     """Record which database of ``plan`` is the primary now (``source`` or ``target``)."""
-    from streaming.sources.statefile import load_state, save_state
+    from streaming.sources.statefile import load_state, locked, save_state
 
     path = _primaries_path(state_dir)
-    known = load_state(path) or {}
-    known[plan.name] = {
-        "primary": primary,
-        "source": {"kind": plan.source.kind, "database": plan.source.database},
-        "target": {"kind": plan.target.kind, "database": plan.target.database},
-    }
-    save_state(path, known)
+    with locked(path):  # every plan's migrations write this one file
+        known = load_state(path) or {}
+        known[plan.name] = {
+            "primary": primary,
+            "source": {"kind": plan.source.kind, "database": plan.source.database},
+            "target": {"kind": plan.target.kind, "database": plan.target.database},
+        }
+        save_state(path, known)
 
 
 def moved_to(state_dir: Path, kind: str, database: str) -> tuple[str, str, str] | None:

@@ -29,7 +29,8 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,7 @@ from streaming.sources import capture_for
 from streaming.sources.mysql.capture import BinlogPosition, encode_position
 from streaming.sources.postgres.catalog import drop_slot, ensure_publication, slot_health
 from streaming.sources.postgres.state import CaptureState
-from streaming.sources.statefile import load_state, save_state
+from streaming.sources.statefile import load_state, locked, save_state
 
 __all__ = ["CutoverFailed", "CutoverRefused", "MigrationRunner", "MigrationState"]
 
@@ -128,8 +129,19 @@ class MigrationRunner:
         self.applier: Applier | None = None
         self.last_reports: list[ParityReport] = []
 
-    def _save(self) -> None:
-        self.state.save(self.state_path)
+    @contextmanager
+    def _changing(self) -> Iterator[MigrationState]:
+        """The state read afresh, to change and save under the file's lock: the copy process and
+        a cutover run write it at the same time, and neither may save a stale copy over the
+        other's change (a lost "cut over" would make the next run cut over again)."""
+        with locked(self.state_path):
+            self.state = MigrationState.load(self.state_path)
+            yield self.state
+            self.state.save(self.state_path)
+
+    def _reload(self) -> MigrationState:
+        self.state = MigrationState.load(self.state_path)
+        return self.state
 
     # --- plan and prepare ----------------------------------------------------------------------
     def ddl(self) -> str:
@@ -167,10 +179,10 @@ class MigrationRunner:
             raise SluicewayError(f"prepare of {self.plan.name}: {exc.pgerror or exc}") from exc
         finally:
             conn.close()
-        if self.state.phase == "planned":
-            self.state.phase = "prepared"
-        self.state.record("prepared", tables=[t.name for t in tables])
-        self._save()
+        with self._changing() as state:
+            if state.phase == "planned":
+                state.phase = "prepared"
+            state.record("prepared", tables=[t.name for t in tables])
         return [t.name for t in tables]
 
     def run(self) -> None:
@@ -195,16 +207,19 @@ class MigrationRunner:
     def start(self, on_progress: Callable[[MigrationRunner], None] | None = None) -> None:
         """Until `stop` is set: before the cutover, copy and catch up (capture and load side by
         side); after it, reverse replication (the target's changes back to the old source)."""
-        if self.state.phase == "rolled back":
+        phase = self._reload().phase
+        if phase == "rolled back":
             raise SluicewayError(f"{self.plan.name} was rolled back: the source is the primary")
-        if self.state.phase == "cut over":
+        if phase == "cut over":
             self._run_workers(self._reverse_workers(), on_progress, until="rolled back")
             return
-        if self.state.phase == "planned":
+        if phase == "planned":
             self.prepare()
-        self.state.phase = "copying"
-        self.state.record("copy started")
-        self._save()
+        with self._changing() as state:
+            if state.phase in ("cut over", "rolled back"):  # switched meanwhile: start again
+                raise SluicewayError(f"{self.plan.name} switched while starting; run start again")
+            state.phase = "copying"
+            state.record("copy started")
         self.capture = capture_for(self.settings, self.pipeline)
         sink = TargetSink(self.settings, self.plan)
         self.loader = Loader(
@@ -232,8 +247,8 @@ class MigrationRunner:
             self.reverse_group,
             reverse.topics,
         )
-        self.state.record("reverse replication started")
-        self._save()
+        with self._changing() as state:
+            state.record("reverse replication started")
         return [self.capture, self.applier]
 
     def _run_workers(
@@ -292,9 +307,8 @@ class MigrationRunner:
             "captured": stats.events,
             "applied": applied,
         }
-        fresh = MigrationState.load(self.state_path)
-        self.state.lag = [*fresh.lag, sample][-500:]
-        self._save()
+        with self._changing() as state:
+            state.lag = [*state.lag, sample][-500:]
 
     # --- verify --------------------------------------------------------------------------------
     def verify(self) -> bool:
@@ -320,8 +334,8 @@ class MigrationRunner:
                 for r in reports
             },
         }
-        self.state.verifications = [*self.state.verifications, result][-50:]
-        self._save()
+        with self._changing() as state:
+            state.verifications = [*state.verifications, result][-50:]
         for report in reports:
             log.info(report.summary())
         return bool(result["ok"])
@@ -425,7 +439,7 @@ class MigrationRunner:
             CutoverFailed: something failed after the fence (the fence was lifted).
         """
         gates = self.plan.gates
-        if self.state.phase == "cut over":
+        if self._reload().phase == "cut over":
             raise CutoverRefused(f"{self.plan.name} is already cut over ({self.state.cutover})")
         if gates.approval and not approved:
             raise CutoverRefused("the plan requires an explicit approval (--approve)")
@@ -433,28 +447,28 @@ class MigrationRunner:
             return self._switch("", time.monotonic(), resumed=True)
         lag = self.wait_applied(self.source_position(), gates.max_lag_seconds)
         if lag is None:
-            self.state.record("cutover refused", reason="lag")
-            self._save()
+            with self._changing() as state:
+                state.record("cutover refused", reason="lag")
             raise CutoverRefused(
                 f"the target is more than {gates.max_lag_seconds:g} s behind the source"
             )
         if not self._parity() and gates.parity == "required":
             last = self.state.verifications[-1]["tables"]
             red = {t: v["differing_keys"][:5] for t, v in last.items() if v["differing_ranges"]}
-            self.state.record("cutover refused", reason="parity", tables=red)
-            self._save()
+            with self._changing() as state:
+                state.record("cutover refused", reason="parity", tables=red)
             raise CutoverRefused(f"parity is red: {red}")
         fence_wall = _now()
         fenced = time.monotonic()
         self.side.fence(True)
-        self.state.record("fenced", at=fence_wall)
-        self._save()
+        with self._changing() as state:
+            state.record("fenced", at=fence_wall)
         return self._switch(fence_wall, fenced)
 
     def _fenced_earlier(self) -> bool:
         """A cutover that died after its fence (the last fence event is an unfinished fence,
         and the source is still read-only): the next run finishes it."""
-        marks = [e["what"] for e in self.state.events]
+        marks = [e["what"] for e in self._reload().events]
         last = next(
             (m for m in reversed(marks) if m in ("fenced", "fence lifted", "switched")), None
         )
@@ -478,8 +492,8 @@ class MigrationRunner:
             fence_wall = next(e["at"] for e in reversed(self.state.events) if e["what"] == "fenced")
             since = time.time() - calendar.timegm(time.strptime(fence_wall, "%Y-%m-%dT%H:%M:%SZ"))
             fenced = time.monotonic() - since  # the window counts the time the run was dead
-            self.state.record("cutover resumed after the fence")
-            self._save()
+            with self._changing() as state:
+                state.record("cutover resumed after the fence")
         try:
             final = self.side.final_position()
             # A run that died after dropping the bookkeeping had drained already.
@@ -502,27 +516,28 @@ class MigrationRunner:
             self._finish_target()
         except BaseException as exc:
             self.side.fence(False)
-            self.state.record("fence lifted", reason=str(exc))
-            self._save()
+            with self._changing() as state:
+                state.record("fence lifted", reason=str(exc))
             if isinstance(exc, CutoverFailed):
                 raise
             raise CutoverFailed(f"cutover failed after the fence: {exc}") from exc
         switched = time.monotonic()
         file, pos = divmod(final, 1 << 32)
-        self.state.phase = "cut over"
-        self.state.primary = "target"
-        self.state.cutover = {
+        cutover = {
             "fence_at": fence_wall,
             "switch_at": _now(),
             "position": {"file_number": file, "pos": pos},
             "write_unavailable_seconds": round(switched - fenced, 3),
             "drain_seconds": round(drained, 3),
         }
-        self.state.record("switched", primary="target", **self.state.cutover)
-        self._save()
+        with self._changing() as state:
+            state.phase = "cut over"
+            state.primary = "target"
+            state.cutover = cutover
+            state.record("switched", primary="target", **cutover)
         record_primary(self.settings.state_dir, self.plan, "target")
         self._hook(final)
-        return self.state.cutover
+        return cutover
 
     def _finish_target(self) -> None:
         """Identity sequences past the highest ids; the copy's bookkeeping dropped."""
@@ -630,25 +645,25 @@ class MigrationRunner:
             CutoverFailed: something failed after the fence (the fence was lifted).
         """
         gates = self.plan.gates
-        if self.state.phase != "cut over":
+        if self._reload().phase != "cut over":
             raise CutoverRefused(f"{self.plan.name} is not cut over (phase {self.state.phase})")
         if gates.approval and not approved:
             raise CutoverRefused("the plan requires an explicit approval (--approve)")
         if self._reverse_applied(self._current_lsn(), gates.max_lag_seconds) is None:
-            self.state.record("rollback refused", reason="lag")
-            self._save()
+            with self._changing() as state:
+                state.record("rollback refused", reason="lag")
             raise CutoverRefused(
                 f"reverse replication is more than {gates.max_lag_seconds:g} s behind"
             )
         if not self._parity(reverse=True) and gates.parity == "required":
-            self.state.record("rollback refused", reason="parity")
-            self._save()
+            with self._changing() as state:
+                state.record("rollback refused", reason="parity")
             raise CutoverRefused("parity is red between the new primary and the old source")
         fence_wall = _now()
         fenced = time.monotonic()
         self._fence_target(True)
-        self.state.record("target fenced", at=fence_wall)
-        self._save()
+        with self._changing() as state:
+            state.record("target fenced", at=fence_wall)
         try:
             final = self._current_lsn()
             drained = self._reverse_applied(final, self.plan.drain_timeout_seconds)
@@ -665,8 +680,8 @@ class MigrationRunner:
             self.side.fence(False)
         except BaseException as exc:
             self._fence_target(False)
-            self.state.record("target fence lifted", reason=str(exc))
-            self._save()
+            with self._changing() as state:
+                state.record("target fence lifted", reason=str(exc))
             if isinstance(exc, CutoverFailed):
                 raise
             raise CutoverFailed(f"rollback failed after the fence: {exc}") from exc
@@ -676,8 +691,6 @@ class MigrationRunner:
             drop_slot(conn, self.reverse_pipeline().slot, timeout=30)
         finally:
             conn.close()
-        self.state.phase = "rolled back"
-        self.state.primary = "source"
         result = {
             "fence_at": fence_wall,
             "switch_at": _now(),
@@ -685,8 +698,10 @@ class MigrationRunner:
             "write_unavailable_seconds": round(switched - fenced, 3),
             "drain_seconds": round(drained, 3),
         }
-        self.state.record("rolled back", primary="source", **result)
-        self._save()
+        with self._changing() as state:
+            state.phase = "rolled back"
+            state.primary = "source"
+            state.record("rolled back", primary="source", **result)
         record_primary(self.settings.state_dir, self.plan, "source")
         return result
 
@@ -703,8 +718,8 @@ class MigrationRunner:
         done = subprocess.run(  # noqa: S602 - the plan's own hook, run as its author wrote it
             self.plan.switch_hook, shell=True, env=env, capture_output=True, text=True, check=False
         )
-        self.state.record("switch hook", exit=done.returncode, output=done.stdout[-2000:])
-        self._save()
+        with self._changing() as state:
+            state.record("switch hook", exit=done.returncode, output=done.stdout[-2000:])
 
 
 def fence_postgres(settings: Settings, database: str, on: bool) -> None:

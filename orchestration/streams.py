@@ -17,13 +17,11 @@ position, a loader finishes its batch — and the run ends. The supervisor senso
 run died (failed, or its heartbeat stopped: a killed process), with backoff, and records why.
 """
 
-import contextlib
-import fcntl
 import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -42,6 +40,7 @@ from dagster._core.errors import DagsterExecutionInterruptedError
 from orchestration.resources import SluicewayResource
 from sluiceway.errors import Terminal
 from sluiceway.settings import Settings
+from streaming.sources.statefile import locked, save_state
 
 __all__ = ["HEARTBEAT_STALE_SECONDS", "StreamState", "StreamStore", "Worker", "stream_job"]
 
@@ -98,15 +97,6 @@ class StreamStore:
     def _path(self, name: str) -> Path:
         return self.directory / f"{name}.json"
 
-    @contextlib.contextmanager
-    def _locked(self, name: str) -> Iterator[None]:
-        with (self.directory / f"{name}.lock").open("a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-
     def read(self, name: str) -> StreamState:
         try:
             data = json.loads(self._path(name).read_text())
@@ -116,12 +106,10 @@ class StreamStore:
 
     def update(self, name: str, change: Callable[[StreamState], None]) -> StreamState:
         """Apply ``change`` to the state atomically; the new state."""
-        with self._locked(name):
+        with locked(self._path(name)):
             state = self.read(name)
             change(state)
-            temporary = self._path(name).with_suffix(".tmp")
-            temporary.write_text(json.dumps(asdict(state), default=str))
-            temporary.replace(self._path(name))
+            save_state(self._path(name), asdict(state), default=str)
             return state
 
     def names(self) -> list[str]:

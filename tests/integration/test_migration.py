@@ -387,8 +387,8 @@ def test_a_cutover_killed_after_the_fence_is_finished_by_the_next_run(
     # source fenced, the fence recorded, the bookkeeping dropped, no switch recorded.
     with legacy.cursor() as cur:
         cur.execute("SET GLOBAL read_only = ON")
-    runner.state.record("fenced", at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-    runner._save()
+    with runner._changing() as state:
+        state.record("fenced", at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     runner._finish_target()
     rerun = MigrationRunner(settings, plan)  # a new process
     result = rerun.cutover(approved=True)

@@ -90,3 +90,67 @@ def test_a_cut_over_database_is_not_captured_as_if_it_were_still_primary(tmp_pat
     record_primary(tmp_path, plan, "source")  # rolled back
     assert moved_to(tmp_path, "mysql", "legacy_shop") is None
     assert capture_for(settings, pipeline).pipeline is pipeline
+
+
+class _Stats:
+    events = 10
+    rows = 9
+
+    def lag_ms(self) -> int:
+        return 20
+
+
+class _Worker:
+    stats = _Stats()
+
+
+def test_a_copy_process_never_saves_a_stale_state_over_a_cutover(tmp_path: Path) -> None:
+    """The copy process samples lag while a cutover runs elsewhere: the switch stays recorded."""
+    from migrations.runner import MigrationRunner, MigrationState
+    from sluiceway.settings import load_settings
+
+    settings = load_settings(state_dir=tmp_path)
+    plan = MigrationPlan(
+        name="m",
+        source={"kind": "mysql", "database": "legacy"},
+        target={"database": "new"},
+        tables={"include": ["legacy.*"]},
+    )
+    copy = MigrationRunner(settings, plan)  # loaded its state before the cutover
+    cutover = MigrationRunner(settings, plan)
+    with cutover._changing() as state:
+        state.phase = "cut over"
+        state.record("switched", primary="target")
+    copy._sample([_Worker(), _Worker()])  # a lag sample from the copy's stale runner
+    saved = MigrationState.load(MigrationState.path(tmp_path, "m"))
+    assert saved.phase == "cut over"
+    assert [e["what"] for e in saved.events] == ["switched"]
+    assert saved.lag[-1]["lag_ms"] == 20
+
+
+def test_state_writers_in_parallel_lose_no_change(tmp_path: Path) -> None:
+    """Many processes appending to one state file under its lock: every append is kept."""
+    import multiprocessing
+
+    path = tmp_path / "shared.json"
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_append_many, args=(path, w)) for w in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+        assert worker.exitcode == 0
+    from streaming.sources.statefile import load_state
+
+    saved = load_state(path) or {}
+    assert sorted(saved["seen"]) == sorted(f"{w}-{i}" for w in range(4) for i in range(50))
+
+
+def _append_many(path: Path, worker: int) -> None:
+    from streaming.sources.statefile import load_state, locked, save_state
+
+    for i in range(50):
+        with locked(path):
+            data = load_state(path) or {"seen": []}
+            data["seen"].append(f"{worker}-{i}")
+            save_state(path, data)
