@@ -1,11 +1,20 @@
-"""Benchmark: PostgreSQL capture into Kafka next to pg_recvlogical reading the same changes.
+"""Benchmark: PostgreSQL capture into Kafka next to pg_recvlogical and Debezium reading the
+same changes.
 
-Each run creates a fresh table and two logical slots at the same point, then writes 1,000,000
-inserts (one transaction) and 1,000,000 updates (one transaction). The baseline, pg_recvlogical
-with pgoutput over TCP to /dev/null, reads the changes from one slot; ``sluiceway capture run``
-(a separate process, as in production) reads them from the other into Kafka with acks=all, and
-counts as done when PostgreSQL shows its confirmed position past the last change — that is,
-after Kafka acknowledged every event. Peak RSS is the capture process's VmHWM.
+Each run creates a fresh table and three logical slots at the same point, then writes three
+workloads: 1,000,000 inserts (one transaction), 1,000,000 updates (one transaction), and a
+mixed workload of small transactions (rows/5 transactions of 3 inserts, 1 update and 1 delete,
+each committed on its own). Three readers read the same changes, one slot each:
+
+- pg_recvlogical with pgoutput over TCP to /dev/null (the physical limit of the transport);
+- ``sluiceway capture run`` (a separate process, as in production) into Kafka with acks=all;
+  done when PostgreSQL shows its confirmed position past the last change, that is, after Kafka
+  acknowledged every event;
+- Debezium's PostgreSQL connector on Kafka Connect standalone (`bench.debezium`), into Kafka
+  on the same broker; done when its topic holds every change.
+
+Sluiceway's and Debezium's clocks start when each logs that it streams (JVM and interpreter
+start-up are not counted). Peak RSS is the capture process's VmHWM.
 
     python -m bench.capture_postgres [--rows 1000000] [--runs 3]
 """
@@ -22,7 +31,8 @@ from typing import Any
 
 from rich.console import Console
 
-from bench.process import peak_rss_mb, start_capture, write_spec
+from bench.debezium import CONFIGURATION, Debezium
+from bench.process import TopicCounter, peak_rss_mb, start_capture, write_spec
 from bench.record import Figure, command, summarize
 from sluiceway.connect import postgres_connection
 from sluiceway.settings import Settings
@@ -33,7 +43,20 @@ __all__ = ["main"]
 DB = "bench_capture"
 PUBLICATION = "bench_pub"
 BASE_SLOT = "bench_recvlogical"
+DEBEZIUM_SLOT = "bench_debezium"
 PIPELINE = "benchcapture"
+WORKLOADS = ("inserts", "updates", "mixed")
+MIXED = """
+CREATE PROCEDURE bench_mixed(transactions int, top bigint) LANGUAGE plpgsql AS $$
+BEGIN
+  FOR i IN 1..transactions LOOP
+    INSERT INTO bench SELECT top + i * 3 + k, k, md5(k::text), k / 7.0, now()
+      FROM generate_series(0, 2) k;
+    UPDATE bench SET a = a + 1 WHERE id = i;
+    DELETE FROM bench WHERE id = top - i;
+    COMMIT;
+  END LOOP;
+END $$"""
 console = Console()
 
 
@@ -52,8 +75,9 @@ def _fmt(lsn: int) -> str:
     return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
 
 
-def _prepare(settings: Settings, rows: int) -> tuple[Any, int, int]:
-    """Fresh database, table, publication, both slots; then the workload. Returns LSNs."""
+def _prepare(settings: Settings, rows: int) -> tuple[Any, dict[str, int]]:
+    """Fresh database, table, publication, the three slots; then the workloads. Returns the
+    LSN where each workload ends."""
     admin = _admin(settings)
     with admin.cursor() as cur:
         cur.execute("SELECT slot_name FROM pg_replication_slots WHERE database = %s", (DB,))
@@ -62,6 +86,7 @@ def _prepare(settings: Settings, rows: int) -> tuple[Any, int, int]:
         cur.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
         cur.execute(f"CREATE DATABASE {DB}")
     admin.close()
+    _drop_topics(settings, PIPELINE)
     conn = postgres_connection(settings.postgres, database=DB)
     conn.autocommit = True
     with conn.cursor() as cur:
@@ -70,19 +95,21 @@ def _prepare(settings: Settings, rows: int) -> tuple[Any, int, int]:
             "d timestamptz)"
         )
         cur.execute(f"CREATE PUBLICATION {PUBLICATION} FOR TABLE bench")
-        cur.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (BASE_SLOT,))
-        cur.execute(
-            "SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (f"sluiceway_{PIPELINE}",)
-        )
+        cur.execute(MIXED)
+        for slot in (BASE_SLOT, f"sluiceway_{PIPELINE}", DEBEZIUM_SLOT):
+            cur.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,))
         cur.execute(
             "INSERT INTO bench SELECT g, g %% 1000, md5(g::text), g / 7.0, "
             "'2024-01-01'::timestamptz + g * interval '1 second' FROM generate_series(1, %s) g",
             (rows,),
         )
-        inserted = _lsn(cur)
+        ends = {"inserts": _lsn(cur)}
         cur.execute("UPDATE bench SET a = a + 1")
-        updated = _lsn(cur)
-    return conn, inserted, updated
+        ends["updates"] = _lsn(cur)
+        cur.execute("SET synchronous_commit = off")  # the writer is not what is measured
+        cur.execute("CALL bench_mixed(%s, %s)", (rows // 5, rows))
+        ends["mixed"] = _lsn(cur)
+    return conn, ends
 
 
 def _recvlogical(settings: Settings, endpos: int) -> float:
@@ -113,30 +140,69 @@ def _confirmed(conn: Any) -> int:
         return int(cur.fetchone()[0])
 
 
-def _capture(
-    conn: Any, inserted: int, updated: int, spec: Path
-) -> tuple[float, float, float, float]:
-    """Seconds for the inserts, for the updates, start-up seconds, and peak RSS in MiB.
+def _totals(rows: int) -> dict[str, int]:
+    """Records in a reader's topic once each workload is read (one record per change)."""
+    return {"inserts": rows, "updates": 2 * rows, "mixed": 2 * rows + (rows // 5) * 5}
 
-    The clock starts when capture logs that it streams (interpreter start and setup, about a
-    second, are reported apart: pg_recvlogical has none to speak of).
-    """
-    launched = time.perf_counter()
+
+def _capture(
+    settings: Settings, conn: Any, ends: dict[str, int], spec: Path, rows: int
+) -> tuple[dict[str, float], float]:
+    """Seconds per workload and peak RSS in MiB: from capture's "streaming" log line to the last
+    change of each workload in its topic (interpreter start and setup, about a second, are not
+    counted: pg_recvlogical has none to speak of)."""
+    counter = TopicCounter(settings)
+    topic = f"{PIPELINE}.public.bench"
     proc = start_capture(spec, "streaming from slot")
-    start = time.perf_counter()
-    marks: dict[int, float] = {}
+    marks = [time.monotonic()]
     try:
-        for target in (inserted, updated):
-            while _confirmed(conn) < target:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"capture exited with {proc.returncode}")
-                time.sleep(0.02)
-            marks[target] = time.perf_counter()
+        for total in _totals(rows).values():
+            marks.append(counter.wait(topic, total, lambda: proc.poll() is None))
+        while _confirmed(conn) < ends["mixed"]:  # and capture confirmed it all to PostgreSQL
+            time.sleep(0.05)
         rss = peak_rss_mb(proc.pid)
     finally:
+        counter.close()
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
-    return marks[inserted] - start, marks[updated] - marks[inserted], start - launched, rss
+    return {name: marks[i + 1] - marks[i] for i, name in enumerate(WORKLOADS)}, rss
+
+
+def _debezium(settings: Settings, directory: Path, rows: int, number: int) -> dict[str, float]:
+    """Seconds per workload for Debezium, from its "streaming" log line to the last change of
+    each workload in its topic (2 * rows after the updates, 3 * rows after the mixed ones)."""
+    prefix = f"benchdbz{number}"
+    counter = TopicCounter(settings)
+    topic = f"{prefix}.public.bench"
+    totals = _totals(rows)
+    try:
+        with Debezium(
+            settings,
+            directory / prefix,
+            database=DB,
+            publication=PUBLICATION,
+            slot=DEBEZIUM_SLOT,
+            table="public.bench",
+            prefix=prefix,
+        ) as debezium:
+            assert debezium.started is not None
+            marks = [debezium.started]
+            for name in WORKLOADS:
+                marks.append(counter.wait(topic, totals[name], debezium.alive))
+    finally:
+        counter.close()
+        _drop_topics(settings, prefix)
+    return {name: marks[i + 1] - marks[i] for i, name in enumerate(WORKLOADS)}
+
+
+def _drop_topics(settings: Settings, prefix: str) -> None:
+    from sluiceway.connect import kafka_admin
+
+    admin = kafka_admin(settings.kafka)
+    doomed = [t for t in admin.list_topics(timeout=10).topics if t.startswith(f"{prefix}.")]
+    if doomed:
+        for future in admin.delete_topics(doomed).values():
+            future.result()
 
 
 def _spec(directory: Path) -> Path:
@@ -158,32 +224,52 @@ def _spec(directory: Path) -> Path:
 
 def run(settings: Settings, rows: int, runs: int) -> list[Figure]:
     """Measure, print and return the figures."""
-    base_ins: list[float] = []
-    base_upd: list[float] = []
-    cap_ins: list[float] = []
-    cap_upd: list[float] = []
+    changes = {"inserts": rows, "updates": rows, "mixed": (rows // 5) * 5}
+    base: dict[str, list[float]] = {w: [] for w in WORKLOADS}
+    ours: dict[str, list[float]] = {w: [] for w in WORKLOADS}
+    theirs: dict[str, list[float]] = {w: [] for w in WORKLOADS}
     rss: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         spec = _spec(Path(tmp))
         for number in range(1, runs + 1):
-            console.print(f"run {number}/{runs}: writing {rows:,} inserts and {rows:,} updates")
-            conn, inserted, updated = _prepare(settings, rows)
-            base_ins.append(rows / _recvlogical(settings, inserted))
-            base_upd.append(rows / _recvlogical(settings, updated))
-            ins, upd, startup, peak = _capture(conn, inserted, updated, spec)
-            cap_ins.append(rows / ins)
-            cap_upd.append(rows / upd)
-            rss.append(peak)
             console.print(
-                f"  pg_recvlogical {base_ins[-1]:,.0f} / {base_upd[-1]:,.0f} rows/s; "
-                f"capture {cap_ins[-1]:,.0f} / {cap_upd[-1]:,.0f} rows/s "
-                f"(start-up {startup:.1f} s), peak RSS {peak:.0f} MiB"
+                f"run {number}/{runs}: writing {rows:,} inserts, {rows:,} updates and "
+                f"{rows // 5:,} small transactions"
             )
+            conn, ends = _prepare(settings, rows)
+            for name in WORKLOADS:  # each read starts where the previous one confirmed
+                base[name].append(changes[name] / _recvlogical(settings, ends[name]))
+            seconds_by, peak = _capture(settings, conn, ends, spec, rows)
+            for name in WORKLOADS:
+                ours[name].append(changes[name] / seconds_by[name])
+            rss.append(peak)
+            for name, seconds in _debezium(settings, Path(tmp), rows, number).items():
+                theirs[name].append(changes[name] / seconds)
+            for name in WORKLOADS:
+                console.print(
+                    f"  {name}: pg_recvlogical {base[name][-1]:,.0f}, Sluiceway "
+                    f"{ours[name][-1]:,.0f}, Debezium {theirs[name][-1]:,.0f} rows/s"
+                )
+            console.print(f"  capture peak RSS {peak:.0f} MiB")
             conn.close()
     baseline = "pg_recvlogical pgoutput to /dev/null, same changes, TCP"
+    debezium = f"Debezium 3.6.1 PostgreSQL connector, same changes ({CONFIGURATION})"
+    label = {"inserts": "inserts", "updates": "updates", "mixed": "mixed small transactions"}
     figures = [
-        summarize("postgres capture inserts rows/s", "rows/s", cap_ins, baseline, base_ins),
-        summarize("postgres capture updates rows/s", "rows/s", cap_upd, baseline, base_upd),
+        summarize(f"postgres capture {label[w]} rows/s", "rows/s", ours[w], baseline, base[w])
+        for w in WORKLOADS
+    ]
+    figures += [
+        summarize(
+            f"postgres capture {label[w]} rows/s, next to Debezium",
+            "rows/s",
+            ours[w],
+            debezium,
+            theirs[w],
+        )
+        for w in WORKLOADS
+    ]
+    figures += [
         summarize(
             f"postgres capture peak RSS, {rows:,}-row transactions",
             "MiB",

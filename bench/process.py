@@ -5,12 +5,17 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
+from confluent_kafka import Consumer, TopicPartition
 
-__all__ = ["peak_rss_mb", "start_capture", "write_spec"]
+from sluiceway.settings import Settings
+
+__all__ = ["TopicCounter", "peak_rss_mb", "start_capture", "write_spec"]
 
 
 def write_spec(directory: Path, spec: dict[str, Any]) -> Path:
@@ -50,3 +55,38 @@ def peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+class TopicCounter:
+    """Counts the records in topics by their high watermarks (fresh, non-transactional topics:
+    one offset per record)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.consumer = Consumer(
+            {**settings.kafka.client_config(), "group.id": "sluiceway.bench.counter"}
+        )
+
+    def records(self, topic: str) -> int:
+        metadata = self.consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if metadata is None or metadata.error is not None:
+            return 0
+        return sum(
+            self.consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in metadata.partitions
+        )
+
+    def wait(
+        self, topic: str, count: int, alive: Callable[[], bool], timeout: float = 1800
+    ) -> float:
+        """Until ``topic`` holds ``count`` records; the monotonic time it did."""
+        deadline = time.monotonic() + timeout
+        while self.records(topic) < count:
+            if not alive():
+                raise RuntimeError(f"the writer of {topic} exited")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{topic} did not reach {count:,} records in {timeout:.0f} s")
+            time.sleep(0.02)
+        return time.monotonic()
+
+    def close(self) -> None:
+        self.consumer.close()

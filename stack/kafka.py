@@ -12,15 +12,13 @@ brokers the defaults are replication factor 3 and min.insync.replicas 2.
 from __future__ import annotations
 
 import base64
-import hashlib
 import shutil
 import uuid
 from pathlib import Path
 
 from sluiceway.connect import kafka_admin
-from sluiceway.errors import MissingDependency
 from stack.process import ProcessSpec
-from stack.service import Service, port_is_free, run_tool
+from stack.service import Service, fetch_jars, jars_fetched, port_is_free, run_tool
 
 __all__ = ["KafkaService"]
 
@@ -55,15 +53,11 @@ class KafkaService(Service):
     def cluster_dir(self) -> Path:
         return self.dir / f"cluster-{self.settings.kafka.brokers}"
 
-    def _pom_digest(self) -> str:
-        return hashlib.sha256(POM.read_bytes()).hexdigest()[:16]
-
     def missing(self) -> list[str]:
         missing = []
         if shutil.which("java") is None:
             missing.append("java not found: apt-get install openjdk-17-jre-headless")
-        marker = self.libs / ".pom-digest"
-        if not marker.is_file() or marker.read_text() != self._pom_digest():
+        if not jars_fetched(POM, self.libs):
             missing.append(
                 f"Kafka jars not fetched into {self.libs} (needs mvn: apt-get install maven)"
             )
@@ -74,28 +68,7 @@ class KafkaService(Service):
         return [pkg for binary, pkg in wanted.items() if shutil.which(binary) is None]
 
     def install(self) -> None:
-        marker = self.libs / ".pom-digest"
-        if marker.is_file() and marker.read_text() == self._pom_digest():
-            return
-        if shutil.which("mvn") is None:
-            raise MissingDependency("kafka: mvn not found: apt-get install maven")
-        if self.libs.exists():
-            shutil.rmtree(self.libs)
-        self.libs.mkdir(parents=True)
-        run_tool(
-            [
-                "mvn",
-                "-q",
-                "-B",
-                "-f",
-                str(POM),
-                "dependency:copy-dependencies",
-                f"-DoutputDirectory={self.libs}",
-                "-DincludeScope=runtime",
-            ],
-            "kafka: mvn could not fetch the jars",
-        )
-        marker.write_text(self._pom_digest())
+        fetch_jars(POM, self.libs, "kafka")
 
     def ports(self) -> list[tuple[str, int]]:
         kafka = self.settings.kafka

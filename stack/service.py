@@ -9,6 +9,7 @@ how to tell it is healthy and what to create once it is up (roles, databases, bu
 from __future__ import annotations
 
 import hashlib
+import shutil
 import signal
 import socket
 import stat
@@ -24,7 +25,15 @@ from sluiceway.errors import MissingDependency, PortInUse, ServiceUnhealthy
 from sluiceway.settings import Settings
 from stack.process import ProcessSpec, RunningProcess, read_pidfile, spawn, stop, tail
 
-__all__ = ["Service", "ServiceStatus", "port_is_free", "run_tool", "runtime_dir"]
+__all__ = [
+    "Service",
+    "ServiceStatus",
+    "fetch_jars",
+    "jars_fetched",
+    "port_is_free",
+    "run_tool",
+    "runtime_dir",
+]
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,42 @@ def run_tool(argv: list[str], what: str, **kwargs: Any) -> None:
     result = subprocess.run(argv, capture_output=True, text=True, check=False, **kwargs)
     if result.returncode != 0:
         raise MissingDependency(f"{what}:\n{(result.stdout + result.stderr)[-3000:]}")
+
+
+def jars_fetched(pom: Path, libs: Path) -> bool:
+    """Whether ``libs`` holds the runtime jars of ``pom`` as it is now (its hash is recorded)."""
+    marker = libs / ".pom-digest"
+    return marker.is_file() and marker.read_text() == _digest(pom)
+
+
+def fetch_jars(pom: Path, libs: Path, what: str) -> None:
+    """Copy the runtime closure of the Maven ``pom`` into ``libs`` with mvn, once per version
+    of the pom (``what`` names the jars in errors, e.g. 'kafka')."""
+    if jars_fetched(pom, libs):
+        return
+    if shutil.which("mvn") is None:
+        raise MissingDependency(f"{what}: mvn not found: apt-get install maven")
+    if libs.exists():
+        shutil.rmtree(libs)
+    libs.mkdir(parents=True)
+    run_tool(
+        [
+            "mvn",
+            "-q",
+            "-B",
+            "-f",
+            str(pom),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={libs}",
+            "-DincludeScope=runtime",
+        ],
+        f"{what}: mvn could not fetch the jars",
+    )
+    (libs / ".pom-digest").write_text(_digest(pom))
+
+
+def _digest(pom: Path) -> str:
+    return hashlib.sha256(pom.read_bytes()).hexdigest()[:16]
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
