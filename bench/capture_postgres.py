@@ -32,7 +32,7 @@ from typing import Any
 from rich.console import Console
 
 from bench.debezium import CONFIGURATION, Debezium
-from bench.process import TopicCounter, peak_rss_mb, start_capture, write_spec
+from bench.process import TopicCounter, drop_topics, peak_rss_mb, start_capture, write_spec
 from bench.record import Figure, command, summarize
 from sluiceway.connect import postgres_connection
 from sluiceway.settings import Settings
@@ -86,7 +86,7 @@ def _prepare(settings: Settings, rows: int) -> tuple[Any, dict[str, int]]:
         cur.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
         cur.execute(f"CREATE DATABASE {DB}")
     admin.close()
-    _drop_topics(settings, PIPELINE)
+    drop_topics(settings, PIPELINE)
     conn = postgres_connection(settings.postgres, database=DB)
     conn.autocommit = True
     with conn.cursor() as cur:
@@ -191,18 +191,8 @@ def _debezium(settings: Settings, directory: Path, rows: int, number: int) -> di
                 marks.append(counter.wait(topic, totals[name], debezium.alive))
     finally:
         counter.close()
-        _drop_topics(settings, prefix)
+        drop_topics(settings, prefix)
     return {name: marks[i + 1] - marks[i] for i, name in enumerate(WORKLOADS)}
-
-
-def _drop_topics(settings: Settings, prefix: str) -> None:
-    from sluiceway.connect import kafka_admin
-
-    admin = kafka_admin(settings.kafka)
-    doomed = [t for t in admin.list_topics(timeout=10).topics if t.startswith(f"{prefix}.")]
-    if doomed:
-        for future in admin.delete_topics(doomed).values():
-            future.result()
 
 
 def _spec(directory: Path) -> Path:

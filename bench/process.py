@@ -15,7 +15,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from sluiceway.settings import Settings
 
-__all__ = ["TopicCounter", "peak_rss_mb", "start_capture", "write_spec"]
+__all__ = ["TopicCounter", "drop_topics", "peak_rss_mb", "start_capture", "write_spec"]
 
 
 def write_spec(directory: Path, spec: dict[str, Any]) -> Path:
@@ -90,3 +90,14 @@ class TopicCounter:
 
     def close(self) -> None:
         self.consumer.close()
+
+
+def drop_topics(settings: Settings, prefix: str) -> None:
+    """Delete the topics named ``<prefix>.*`` (a benchmark's earlier run)."""
+    from sluiceway.connect import kafka_admin
+
+    admin = kafka_admin(settings.kafka)
+    doomed = [t for t in admin.list_topics(timeout=10).topics if t.startswith(f"{prefix}.")]
+    if doomed:
+        for future in admin.delete_topics(doomed).values():
+            future.result()

@@ -1,41 +1,67 @@
-"""The ``sluiceway`` command: one front door to the stack, pipelines and the control plane."""
+"""The ``sluiceway`` command: one front door to the stack, pipelines and the control plane.
+
+Each command group lives next to what it runs (``streaming/cli.py``, ``loaders/cli.py``, ...)
+and is imported only when it is the one asked for: ``sluiceway capture run`` is a long-running
+worker, and it should not carry Dagster, Quix Streams and pyarrow in its memory (~150 MiB) when
+it runs none of them. ``sluiceway --help`` imports them all to list them.
+"""
 
 from __future__ import annotations
+
+import importlib
+import sys
 
 import typer
 from rich.console import Console
 
-from loaders.cli import load_app
-from migrations.cli import migrate_app
-from orchestration.cli import backfill, demo, stream_app, ui
 from sluiceway.errors import SluicewayError
-from stack.cli import app as stack_app
-from streaming.cli import capture_app, pipelines_app
-from streaming.processors.cli import process_app
 
-__all__ = ["app", "main"]
+__all__ = ["build", "main"]
 
-app = typer.Typer(
-    help="Sluiceway: database changes through Kafka into warehouses, orchestrated by Dagster.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-)
-app.add_typer(stack_app, name="stack")
-app.add_typer(pipelines_app, name="pipelines")
-app.add_typer(capture_app, name="capture")
-app.add_typer(process_app, name="process")
-app.add_typer(load_app, name="load")
-app.add_typer(stream_app, name="stream")
-app.add_typer(migrate_app, name="migrate")
-app.command()(ui)
-app.command()(demo)
-app.command()(backfill)
+# command -> (module, attribute, is a group of commands)
+COMMANDS: dict[str, tuple[str, str, bool]] = {
+    "stack": ("stack.cli", "app", True),
+    "pipelines": ("streaming.cli", "pipelines_app", True),
+    "capture": ("streaming.cli", "capture_app", True),
+    "process": ("streaming.processors.cli", "process_app", True),
+    "load": ("loaders.cli", "load_app", True),
+    "stream": ("orchestration.cli", "stream_app", True),
+    "migrate": ("migrations.cli", "migrate_app", True),
+    "ui": ("orchestration.cli", "ui", False),
+    "demo": ("orchestration.cli", "demo", False),
+    "backfill": ("orchestration.cli", "backfill", False),
+}
+
+
+def build(command: str | None = None) -> typer.Typer:
+    """The command-line app with ``command``'s group only, or every group when None (or when
+    ``command`` is not one of them, so that typer names the mistake)."""
+    app = typer.Typer(
+        help="Sluiceway: database changes through Kafka into warehouses, orchestrated by Dagster.",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+    )
+    app.callback()(_root)  # a group even with one command in it: `sluiceway ui` stays `ui`
+    wanted = [command] if command in COMMANDS else list(COMMANDS)
+    for name in wanted:
+        module, attribute, group = COMMANDS[name]
+        target = getattr(importlib.import_module(module), attribute)
+        if group:
+            app.add_typer(target, name=name)
+        else:
+            app.command(name=name)(target)
+    return app
+
+
+def _root() -> None:
+    """Sluiceway: database changes through Kafka into warehouses, orchestrated by Dagster."""
 
 
 def main() -> None:
     """Entry point of the console script: Sluiceway's own errors print as one clear line."""
+    command = sys.argv[1] if len(sys.argv) > 1 else None
     try:
-        app()
+        build(command)()
     except SluicewayError as exc:
         Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
         raise SystemExit(1) from None

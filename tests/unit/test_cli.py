@@ -35,3 +35,23 @@ def test_a_missing_pipeline_is_a_clear_error() -> None:
     assert "error: no pipeline 'no_such_pipeline'" in result.stderr
     assert "known: shop" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_a_worker_command_loads_only_its_own_group() -> None:
+    """`sluiceway capture ...` runs without Dagster, Quix Streams or pyarrow in its memory."""
+    probe = (
+        "import sys\n"
+        "sys.argv = ['sluiceway', 'capture', '--help']\n"
+        "from sluiceway.cli import main\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in ('dagster', 'quixstreams', 'pyarrow', 'duckdb')"
+        " if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert "Change data capture into Kafka." in result.stdout
+    assert result.stdout.strip().endswith("[]")
