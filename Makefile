@@ -51,14 +51,11 @@ format: venv ## format the code with ruff
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: up ## run the benchmarks (each beside its baseline) and record docs/benchmarks.json and .md
-	$(BIN)/python -m bench.capture_postgres
-	$(BIN)/python -m bench.capture_mysql
-	$(BIN)/python -m bench.enrich
-	$(BIN)/python -m bench.migration
-	$(BIN)/python -m bench.load
-	$(BIN)/python -m bench.replay
-	$(BIN)/python -m bench.dlt_merge --rows 300000
+bench: up ## the full benchmark suite, each figure beside its same-run baseline (docs/benchmarks.md)
+	$(BIN)/python -m bench.suite
+
+bench-quick: up ## a subset of the suite at a tenth of the size (figures tagged [quick])
+	$(BIN)/python -m bench.suite --quick
 
 bench-render: venv ## re-render docs/benchmarks.md from docs/benchmarks.json
 	$(BIN)/python -m bench.record
@@ -66,4 +63,4 @@ bench-render: venv ## re-render docs/benchmarks.md from docs/benchmarks.json
 clean: down ## stop the stack and remove all local state (keeps downloads in .sluiceway/cache)
 	find .sluiceway -mindepth 1 -maxdepth 1 ! -name cache -exec rm -rf {} +
 
-.PHONY: help venv install up down status demo test test-unit lint format bench bench-render clean
+.PHONY: help venv install up down status demo test test-unit lint format bench bench-quick bench-render clean

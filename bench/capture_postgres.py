@@ -3,18 +3,19 @@ same changes.
 
 Each run creates a fresh table and three logical slots at the same point, then writes three
 workloads: 1,000,000 inserts (one transaction), 1,000,000 updates (one transaction), and a
-mixed workload of small transactions (rows/5 transactions of 3 inserts, 1 update and 1 delete,
-each committed on its own). Three readers read the same changes, one slot each:
+mixed workload of small transactions (rows/25 transactions of 3 inserts, 1 update and 1
+delete, each committed on its own: 200,000 changes for 1M rows). Three readers read the same
+changes, one slot each:
 
 - pg_recvlogical with pgoutput over TCP to /dev/null (the physical limit of the transport);
 - ``sluiceway capture run`` (a separate process, as in production) into Kafka with acks=all;
-  done when PostgreSQL shows its confirmed position past the last change, that is, after Kafka
-  acknowledged every event;
 - Debezium's PostgreSQL connector on Kafka Connect standalone (`bench.debezium`), into Kafka
-  on the same broker; done when its topic holds every change.
+  on the same broker.
 
 Sluiceway's and Debezium's clocks start when each logs that it streams (JVM and interpreter
-start-up are not counted). Peak RSS is the capture process's VmHWM.
+start-up are not counted); a workload is read when the reader's topic holds its last change
+(the topics are fresh: one offset per record). Sluiceway must also have confirmed the last
+position to PostgreSQL before the run ends. Peak RSS is the capture process's VmHWM.
 
     python -m bench.capture_postgres [--rows 1000000] [--runs 3]
 """
@@ -107,7 +108,7 @@ def _prepare(settings: Settings, rows: int) -> tuple[Any, dict[str, int]]:
         cur.execute("UPDATE bench SET a = a + 1")
         ends["updates"] = _lsn(cur)
         cur.execute("SET synchronous_commit = off")  # the writer is not what is measured
-        cur.execute("CALL bench_mixed(%s, %s)", (rows // 5, rows))
+        cur.execute("CALL bench_mixed(%s, %s)", (_small(rows), rows))
         ends["mixed"] = _lsn(cur)
     return conn, ends
 
@@ -140,9 +141,14 @@ def _confirmed(conn: Any) -> int:
         return int(cur.fetchone()[0])
 
 
+def _small(rows: int) -> int:
+    """The mixed workload's transactions: 5 changes each, a fifth as many changes as rows."""
+    return rows // 25
+
+
 def _totals(rows: int) -> dict[str, int]:
     """Records in a reader's topic once each workload is read (one record per change)."""
-    return {"inserts": rows, "updates": 2 * rows, "mixed": 2 * rows + (rows // 5) * 5}
+    return {"inserts": rows, "updates": 2 * rows, "mixed": 2 * rows + _small(rows) * 5}
 
 
 def _capture(
@@ -214,7 +220,7 @@ def _spec(directory: Path) -> Path:
 
 def run(settings: Settings, rows: int, runs: int) -> list[Figure]:
     """Measure, print and return the figures."""
-    changes = {"inserts": rows, "updates": rows, "mixed": (rows // 5) * 5}
+    changes = {"inserts": rows, "updates": rows, "mixed": _small(rows) * 5}
     base: dict[str, list[float]] = {w: [] for w in WORKLOADS}
     ours: dict[str, list[float]] = {w: [] for w in WORKLOADS}
     theirs: dict[str, list[float]] = {w: [] for w in WORKLOADS}
@@ -224,7 +230,7 @@ def run(settings: Settings, rows: int, runs: int) -> list[Figure]:
         for number in range(1, runs + 1):
             console.print(
                 f"run {number}/{runs}: writing {rows:,} inserts, {rows:,} updates and "
-                f"{rows // 5:,} small transactions"
+                f"{_small(rows):,} small transactions"
             )
             conn, ends = _prepare(settings, rows)
             for name in WORKLOADS:  # each read starts where the previous one confirmed

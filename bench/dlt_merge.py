@@ -14,7 +14,6 @@ is ``load_window`` in current-state mode. The ratio is Sluiceway / dlt (above 1:
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 import uuid
@@ -28,9 +27,9 @@ from confluent_kafka import Consumer, TopicPartition
 from rich.console import Console
 
 from bench.load import PREFIX, _load, _produce
-from bench.record import Figure, record, summarize
+from bench.record import Figure, command, summarize
 from loaders.duckdb import DuckDBSink
-from sluiceway.settings import Settings, load_settings
+from sluiceway.settings import Settings
 
 __all__ = ["main"]
 
@@ -123,14 +122,7 @@ def run(settings: Settings, rows: int, runs: int) -> Figure:
 
 def main() -> None:
     """Command-line entry: measure and record into docs/benchmarks.json."""
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--no-record", action="store_true", help="print only")
-    args = parser.parse_args()
-    figure = run(load_settings(), args.rows, args.runs)
-    if not args.no_record:
-        record([figure])
+    command(__doc__, lambda settings, rows, runs: [run(settings, rows, runs)], "rows", 300_000)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from confluent_kafka import Producer
 from rich.console import Console
 
-from bench.record import Figure, record, summarize
+from bench.record import Figure, command, summarize
 from loaders.base import Mode, Sink
 from loaders.bigquery import BigQuerySink
 from loaders.duckdb import DuckDBSink
@@ -45,7 +45,7 @@ from sluiceway.connect import (
     snowflake_connection,
 )
 from sluiceway.pipeline import Pipeline, PostgresSource, TopicSettings
-from sluiceway.settings import Settings, load_settings
+from sluiceway.settings import Settings
 from streaming.events import ColumnSchema, TableSchema
 from streaming.kafka.topics import ensure_topics
 
@@ -308,15 +308,11 @@ def run(settings: Settings, rows: int, runs: int, targets: list[str]) -> list[Fi
 
 def main() -> None:
     """Command-line entry: measure and record into docs/benchmarks.json."""
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--targets", nargs="+", default=list(_BASELINES), choices=_BASELINES)
-    parser.add_argument("--no-record", action="store_true", help="print only")
-    args = parser.parse_args()
-    figures = run(load_settings(), args.rows, args.runs, args.targets)
-    if not args.no_record:
-        record(figures)
+
+    def options(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--targets", nargs="+", default=list(_BASELINES), choices=_BASELINES)
+
+    command(__doc__, run, "rows", 1_000_000, options)
 
 
 if __name__ == "__main__":

@@ -10,16 +10,27 @@ value for costs (seconds, bytes).
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
 import statistics
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-__all__ = ["Figure", "command", "machine", "measure", "record", "render", "show", "summarize"]
+__all__ = [
+    "Figure",
+    "command",
+    "machine",
+    "measure",
+    "record",
+    "render",
+    "show",
+    "summarize",
+    "versions",
+]
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 JSON_PATH = DOCS / "benchmarks.json"
@@ -42,6 +53,7 @@ class Figure:
     max: float
     date: str
     machine: str
+    versions: dict[str, str] = field(default_factory=dict)  # what was measured, and with what
 
 
 def machine() -> str:
@@ -58,6 +70,51 @@ def machine() -> str:
     return (
         f"{cpu}, {os.cpu_count()} cores, {memory:.0f} GiB, {platform.system()} {platform.release()}"
     )
+
+
+def versions() -> dict[str, str]:
+    """The versions of what the figures depend on: servers, clients, engines."""
+    from importlib import metadata
+
+    found = {"python": platform.python_version()}
+    for package in ("confluent-kafka", "psycopg2-binary", "duckdb", "pyarrow", "quixstreams"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    try:
+        import confluent_kafka
+
+        found["librdkafka"] = confluent_kafka.libversion()[0]
+    except ImportError:
+        pass
+    for name, pom, prop in (
+        ("kafka", "stack/kafka/pom.xml", "kafka.version"),
+        ("debezium", "bench/debezium/pom.xml", "debezium.version"),
+    ):
+        text = (DOCS.parent / pom).read_text() if (DOCS.parent / pom).is_file() else ""
+        start = text.find(f"<{prop}>")
+        if start >= 0:
+            found[name] = text[start + len(prop) + 2 : text.find(f"</{prop}>")]
+    postgres = _postgres_version()
+    if postgres:
+        found["postgresql"] = postgres
+    return found
+
+
+def _postgres_version() -> str | None:
+    import subprocess
+
+    from stack.postgres import postgres_bindir
+
+    bindir = postgres_bindir()
+    if bindir is None:
+        return None
+    done = subprocess.run(
+        [str(bindir / "postgres"), "--version"], capture_output=True, text=True, check=False
+    )
+    words = done.stdout.split()  # postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)
+    return words[2] if done.returncode == 0 and len(words) > 2 else None
 
 
 def measure(
@@ -107,6 +164,7 @@ def summarize(
         max=round(max(values), 3),
         date=datetime.now(UTC).strftime("%Y-%m-%d"),
         machine=machine(),
+        versions=versions(),
     )
 
 
@@ -153,6 +211,15 @@ def render(figures: list[Figure], notes: str | None = None) -> str:
         )
     if not figures:
         lines.append("| (none recorded yet) | | | | | | | |")
+    sets: dict[str, list[str]] = {}
+    for f in figures:
+        if f.versions:
+            spelled = ", ".join(f"{k} {v}" for k, v in sorted(f.versions.items()))
+            sets.setdefault(spelled, []).append(f.date)
+    if sets:
+        lines += ["", "Versions measured with (figures recorded on the dates given):", ""]
+        for spelled, dates in sets.items():
+            lines.append(f"- {min(dates)}..{max(dates)}: {spelled}")
     text = "\n".join(lines) + "\n"
     if notes:
         text += "\n" + notes.strip() + "\n"
@@ -190,19 +257,30 @@ def command(
     run: Callable[..., list[Figure]],
     size: str,
     default: int,
+    options: Callable[[argparse.ArgumentParser], None] | None = None,
 ) -> None:
-    """A benchmark's command line: ``--<size> N --runs N [--no-record]``; runs
-    ``run(settings, size, runs)``, prints the figures and records them."""
-    import argparse
-
+    """A benchmark's command line: ``--<size> N --runs N [--no-record] [--tag T]`` and the
+    benchmark's own ``options``; runs ``run(settings, size, runs, **options)``, prints the
+    figures and records them (names tagged ``[T]``: bench-quick's smaller runs never replace
+    the full suite's figures)."""
     from sluiceway.settings import load_settings
 
     parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
     parser.add_argument(f"--{size}", type=int, default=default)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-record", action="store_true", help="print only")
-    args = parser.parse_args()
-    figures = run(load_settings(), getattr(args, size), args.runs)
+    parser.add_argument(
+        "--tag", default="", help="appended to every figure's name, e.g. 'quick' (bench-quick)"
+    )
+    if options is not None:
+        options(parser)
+    args = vars(parser.parse_args())
+    common = {size.replace("-", "_"), "runs", "no_record", "tag"}
+    extra = {k: v for k, v in args.items() if k not in common}
+    figures = run(load_settings(), args[size.replace("-", "_")], args["runs"], **extra)
+    args = argparse.Namespace(**args)
+    if args.tag:
+        figures = [replace(f, name=f"{f.name} [{args.tag}]") for f in figures]
     show(figures)
     if not args.no_record:
         record(figures)

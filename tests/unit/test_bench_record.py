@@ -40,7 +40,8 @@ def test_record_replaces_by_name_and_renders(tmp_path: Path) -> None:
     assert stored[0]["value"] == 95.0 and stored[0]["ratio"] == 0.95
     assert set(stored[0]) == {
         "name", "value", "unit", "baseline", "baseline_value", "ratio",
-        "runs", "min", "max", "date", "machine",
+        "runs", "min", "max", "date", "machine", "versions",
     }  # fmt: skip
+    assert stored[0]["versions"]["python"] and "Versions measured with" in md_path.read_text()
     markdown = md_path.read_text()
     assert "| capture rows/s | 95 rows/s | pg_recvlogical | 100 rows/s | 0.95x |" in markdown

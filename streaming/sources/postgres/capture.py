@@ -277,22 +277,30 @@ class PostgresCapture:
         sources = {
             oid: codec.source(now, "true", None, lsn, lsn) for oid, codec in self._codecs.items()
         }
-        batch = DeliveryTracker().open()  # snapshot deliveries are awaited by flush below
+        # The rows go through a producer of their own that reports only failures: they are
+        # awaited as a whole by its flush below, before streaming starts on the main producer
+        # (so each partition holds the snapshot before any streamed change).
+        bulk = EventProducer(self.settings.kafka, DeliveryTracker(), each_delivery=False)
+        self.emitter.attach(bulk)
+        batch = bulk.tracker.open()
         as_connect = self.pipeline.topics.format == "connect-json"
 
         def on_row(table: TableInfo, _columns: list[str], values: list[pg.Value]) -> None:
             codec = self._codecs[table.oid]
             event = codec.event("r", None, values, sources[table.oid], now)
-            self._send(producer, batch, codec, event, as_connect)
+            self._send(bulk, batch, codec, event, as_connect)
 
         def on_progress(rows: int) -> None:
             self.stats.snapshot_rows = rows
-            producer.serve()
+            bulk.serve()
             self._report()
 
-        rows = reader.run(on_row, on_progress)
-        if producer.flush(300) > 0:
-            raise SourceUnavailable("Kafka did not acknowledge the snapshot in 300s")
+        try:
+            rows = reader.run(on_row, on_progress)
+            if bulk.flush(300) > 0:
+                raise SourceUnavailable("Kafka did not acknowledge the snapshot in 300s")
+        finally:
+            self.emitter.attach(producer)
         self.stats.snapshot_rows = rows
         log.info("snapshot of %d rows done", rows)
 

@@ -1,0 +1,229 @@
+"""Benchmark: end-to-end latency, a commit in PostgreSQL to the row present in the DuckDB
+current-state table, at steady rates.
+
+The pipeline runs as in production: ``sluiceway capture run`` and ``sluiceway load run`` (DuckDB,
+current state, 0.1 s micro-batches) in their own processes. The
+workload commits one transaction every 10 ms, each inserting rate/100 rows whose ``written_at``
+is PostgreSQL's ``clock_timestamp()`` at the insert — the time is written by the workload, inside
+the transaction, so it is a little before the commit and the latency is overstated, never
+understated. An observer opens the DuckDB file read-only every 100 ms (between the loader's
+batches: the sink holds the file only while it writes) and reads the rows that appeared; a row's
+latency is the observation time minus its ``written_at`` — up to one observation interval late.
+
+Each rate runs for ``--seconds`` (60) after a 10 s warm-up that is not counted; the figure is
+p50/p99/max over every row written in the measured window, three runs per rate.
+
+    python -m bench.latency [--seconds 60] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import duckdb
+from rich.console import Console
+
+from bench.process import drop_topics, start_capture, write_spec
+from bench.record import Figure, command, summarize
+from sluiceway.connect import postgres_connection
+from sluiceway.settings import Settings
+from streaming.sources.postgres.catalog import drop_slot
+from streaming.sources.postgres.state import CaptureState
+
+__all__ = ["main"]
+
+DB = "bench_latency"
+PIPELINE = "benchlat"
+RATES = (2_000, 10_000)
+WARMUP = 10.0
+TICK = 0.01
+console = Console()
+
+
+def _prepare(settings: Settings, directory: Path) -> Path:
+    admin = postgres_connection(settings.postgres, database="postgres")
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute("SELECT slot_name FROM pg_replication_slots WHERE database = %s", (DB,))
+        for (slot,) in cur.fetchall():
+            drop_slot(admin, slot, timeout=30)
+        cur.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+        cur.execute(f"CREATE DATABASE {DB}")
+    admin.close()
+    conn = postgres_connection(settings.postgres, database=DB)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(
+            "CREATE TABLE events (id bigint PRIMARY KEY, payload text, amount numeric(12, 2), "
+            "written_at timestamptz NOT NULL)"
+        )
+    conn.close()
+    drop_topics(settings, PIPELINE)
+    CaptureState.path(settings.state_dir, PIPELINE).unlink(missing_ok=True)
+    warehouse = directory / "latency.duckdb"
+    warehouse.unlink(missing_ok=True)
+    return write_spec(
+        directory,
+        {
+            "name": PIPELINE,
+            "source": {
+                "database": DB,
+                "tables": {"include": ["public.events"]},
+                "snapshot": "initial",
+                "status_seconds": 0.1,
+            },
+            "topics": {"partitions": 3},
+            "targets": [
+                {"kind": "duckdb", "path": str(warehouse), "mode": "current", "batch_seconds": 0.1}
+            ],
+        },
+    )
+
+
+def _write(
+    settings: Settings, rate: int, seconds: float, stop: threading.Event, after: int = 0
+) -> int:
+    """Commit rate/100 rows every 10 ms for ``seconds``, ids after ``after``; the last id."""
+    conn = postgres_connection(settings.postgres, database=DB)
+    conn.autocommit = True
+    per_tick = rate // round(1 / TICK)
+    last = after
+    try:
+        with conn.cursor() as cur:
+            started = time.monotonic()
+            tick = 0
+            while not stop.is_set() and time.monotonic() - started < seconds:
+                cur.execute(
+                    "INSERT INTO events SELECT g, md5(g::text), g / 7.0, clock_timestamp() "
+                    "FROM generate_series(%s, %s) g",
+                    (last + 1, last + per_tick),
+                )
+                last += per_tick
+                tick += 1
+                pause = started + tick * TICK - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
+    finally:
+        conn.close()
+    return last
+
+
+def _observe(
+    warehouse: Path, stop: threading.Event, seen: dict[int, float], errors: list[str]
+) -> None:
+    """Every 100 ms: the rows that appeared, with their latency in seconds."""
+    last = 0
+    while not stop.is_set():
+        time.sleep(0.1)
+        try:
+            conn = duckdb.connect(str(warehouse), read_only=True)
+        except duckdb.Error:  # not created yet, or the loader is writing
+            continue
+        try:
+            rows = conn.execute(
+                f"SELECT id, epoch_us(written_at) FROM {PIPELINE}.events WHERE id > ?", [last]
+            ).fetchall()
+        except duckdb.CatalogException:
+            rows = []
+        except duckdb.Error as exc:
+            errors.append(str(exc))
+            rows = []
+        finally:
+            conn.close()
+        now = time.time()
+        for key, written in rows:
+            seen[key] = now - written / 1e6
+            last = max(last, key)
+
+
+def _loader(spec: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "sluiceway.cli", "load", "run", str(spec)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def _one(settings: Settings, directory: Path, rate: int, seconds: float) -> dict[str, float]:
+    spec = _prepare(settings, directory)
+    warehouse = directory / "latency.duckdb"
+    capture = start_capture(spec, "streaming from slot")
+    loader = _loader(spec)
+    stop = threading.Event()
+    seen: dict[int, float] = {}
+    errors: list[str] = []
+    observer = threading.Thread(target=_observe, args=(warehouse, stop, seen, errors))
+    observer.start()
+    try:
+        warm = _write(settings, rate, WARMUP, stop)
+        last = _write(settings, rate, seconds, stop, after=warm)
+        deadline = time.monotonic() + 120
+        while len([k for k in seen if k > warm]) < last - warm:
+            if time.monotonic() > deadline or capture.poll() is not None or loader.poll():
+                raise RuntimeError(
+                    f"{last - warm - len(seen):,} rows never reached DuckDB; {errors[-3:]}"
+                )
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        observer.join(30)
+        for proc in (loader, capture):
+            proc.send_signal(signal.SIGTERM)
+        for proc in (loader, capture):
+            proc.wait(60)
+    measured = [latency for key, latency in seen.items() if key > warm]
+    return {
+        "p50": _percentile(measured, 0.50),
+        "p99": _percentile(measured, 0.99),
+        "max": max(measured),
+    }
+
+
+def run(settings: Settings, seconds: int, runs: int) -> list[Figure]:
+    """Measure, print and return the figures."""
+    results: dict[int, list[dict[str, float]]] = {rate: [] for rate in RATES}
+    with tempfile.TemporaryDirectory() as tmp:
+        for number in range(1, runs + 1):
+            for rate in RATES:
+                console.print(f"run {number}/{runs}: {rate:,} changes/s for {seconds} s")
+                result = _one(settings, Path(tmp), rate, seconds)
+                results[rate].append(result)
+                console.print(
+                    f"  p50 {result['p50'] * 1000:,.0f} ms, p99 {result['p99'] * 1000:,.0f} ms, "
+                    f"max {result['max'] * 1000:,.0f} ms"
+                )
+    figures = []
+    for rate in RATES:
+        for stat, goal in (("p50", 1.0), ("p99", 1.0), ("max", 1.0)):
+            values = [r[stat] * 1000 for r in results[rate]]
+            figures.append(
+                summarize(
+                    f"e2e latency {stat}, commit -> DuckDB row, {rate:,} changes/s",
+                    "ms",
+                    values,
+                    "goal: 1 s",
+                    [goal * 1000] * len(values),
+                    higher_is_better=False,
+                )
+            )
+    return figures
+
+
+def main() -> None:
+    """Command-line entry: measure and record into docs/benchmarks.json."""
+    command(__doc__, run, "seconds", 60)
+
+
+if __name__ == "__main__":
+    main()

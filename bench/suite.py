@@ -1,0 +1,71 @@
+"""The benchmark suite: every benchmark in turn, each in its own process, each recording its
+figures (beside their same-run baselines) into docs/benchmarks.json and docs/benchmarks.md.
+
+    python -m bench.suite            # make bench: the full suite (about 25 minutes here)
+    python -m bench.suite --quick    # make bench-quick: a subset at a tenth of the size,
+                                     # figures tagged [quick] (about 3 minutes)
+    python -m bench.suite --only bench.latency bench.snapshot_postgres
+
+A benchmark that fails is reported and the suite goes on; the exit status says whether all ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["FULL", "QUICK", "main"]
+
+FULL: list[tuple[str, list[str]]] = [
+    ("bench.capture_postgres", []),
+    ("bench.snapshot_postgres", []),
+    ("bench.latency", []),
+    ("bench.capture_mysql", []),
+    ("bench.enrich", []),
+    ("bench.load", []),
+    ("bench.replay", []),
+    ("bench.dlt_merge", []),
+    ("bench.migration", []),
+]
+QUICK: list[tuple[str, list[str]]] = [
+    ("bench.capture_postgres", ["--rows", "100000", "--tag", "quick"]),
+    ("bench.snapshot_postgres", ["--rows", "100000", "--tag", "quick"]),
+    ("bench.load", ["--rows", "100000", "--targets", "duckdb", "postgres", "--tag", "quick"]),
+]
+console = Console()
+
+
+def main() -> None:
+    """Run the suite (or ``--quick``, or ``--only`` some modules) and summarise the times."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="the subset (bench-quick)")
+    parser.add_argument("--only", nargs="+", default=None, help="these modules only")
+    args = parser.parse_args()
+    suite = QUICK if args.quick else FULL
+    if args.only:
+        suite = [(m, a) for m, a in suite if m in args.only]
+    times = Table("benchmark", "seconds", "result")
+    failed = 0
+    started = time.monotonic()
+    for number, (module, arguments) in enumerate(suite, 1):
+        console.rule(f"[{number}/{len(suite)}] {module} {' '.join(arguments)}")
+        begin = time.monotonic()
+        done = subprocess.run([sys.executable, "-m", module, *arguments], check=False)
+        failed += done.returncode != 0
+        times.add_row(
+            module,
+            f"{time.monotonic() - begin:,.0f}",
+            "ok" if done.returncode == 0 else f"[red]failed ({done.returncode})[/red]",
+        )
+    console.print(times)
+    console.print(f"suite: {time.monotonic() - started:,.0f} s; see docs/benchmarks.md")
+    raise SystemExit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
