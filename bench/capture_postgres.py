@@ -32,9 +32,16 @@ from typing import Any
 
 from rich.console import Console
 
-from bench.debezium import CONFIGURATION, Debezium
-from bench.process import TopicCounter, drop_topics, peak_rss_mb, start_capture, write_spec
-from bench.record import Figure, command, summarize
+from bench.debezium import CONFIGURATION, DEBEZIUM, Debezium
+from bench.process import (
+    TopicCounter,
+    drop_topics,
+    fresh_database,
+    peak_rss_mb,
+    start_capture,
+    write_spec,
+)
+from bench.record import Figure, command, rss_budget, summarize
 from sluiceway.connect import postgres_connection
 from sluiceway.settings import Settings
 from stack.postgres import postgres_bindir
@@ -79,17 +86,7 @@ def _fmt(lsn: int) -> str:
 def _prepare(settings: Settings, rows: int) -> tuple[Any, dict[str, int]]:
     """Fresh database, table, publication, the three slots; then the workloads. Returns the
     LSN where each workload ends."""
-    admin = _admin(settings)
-    with admin.cursor() as cur:
-        cur.execute("SELECT slot_name FROM pg_replication_slots WHERE database = %s", (DB,))
-        for (slot,) in cur.fetchall():
-            cur.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
-        cur.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-        cur.execute(f"CREATE DATABASE {DB}")
-    admin.close()
-    drop_topics(settings, PIPELINE)
-    conn = postgres_connection(settings.postgres, database=DB)
-    conn.autocommit = True
+    conn = fresh_database(settings, DB, PIPELINE)
     with conn.cursor() as cur:
         cur.execute(
             "CREATE TABLE bench (id bigint PRIMARY KEY, a int, b text, c numeric(12, 2), "
@@ -227,6 +224,7 @@ def run(settings: Settings, rows: int, runs: int) -> list[Figure]:
     rss: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         spec = _spec(Path(tmp))
+        console.print(f"Sluiceway: {spec.read_text().strip()}\nDebezium: {CONFIGURATION}")
         for number in range(1, runs + 1):
             console.print(
                 f"run {number}/{runs}: writing {rows:,} inserts, {rows:,} updates and "
@@ -249,7 +247,7 @@ def run(settings: Settings, rows: int, runs: int) -> list[Figure]:
             console.print(f"  capture peak RSS {peak:.0f} MiB")
             conn.close()
     baseline = "pg_recvlogical pgoutput to /dev/null, same changes, TCP"
-    debezium = f"Debezium 3.6.1 PostgreSQL connector, same changes ({CONFIGURATION})"
+    debezium = f"{DEBEZIUM}, same changes"
     label = {"inserts": "inserts", "updates": "updates", "mixed": "mixed small transactions"}
     figures = [
         summarize(f"postgres capture {label[w]} rows/s", "rows/s", ours[w], baseline, base[w])
@@ -266,14 +264,7 @@ def run(settings: Settings, rows: int, runs: int) -> list[Figure]:
         for w in WORKLOADS
     ]
     figures += [
-        summarize(
-            f"postgres capture peak RSS, {rows:,}-row transactions",
-            "MiB",
-            rss,
-            "300 MiB budget",
-            [300.0] * len(rss),
-            higher_is_better=False,
-        ),
+        rss_budget(f"postgres capture peak RSS, {rows:,}-row transactions", rss),
     ]
     return figures
 

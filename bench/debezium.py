@@ -7,7 +7,8 @@ on first use. Each run is a fresh worker: its own offsets file, its own topic pr
 existing publication and slot, so it reads exactly the changes the other readers read.
 
 The configuration is the one a user tuning Debezium for throughput would write (larger batches
-and queue, producer batching), and it is written out beside the figures (`CONFIGURATION`).
+and queue, producer batching); the benchmarks print it (`CONFIGURATION`) and
+docs/benchmarks-notes.md writes it out beside Sluiceway's.
 """
 
 from __future__ import annotations
@@ -20,23 +21,15 @@ from pathlib import Path
 from types import TracebackType
 
 from sluiceway.settings import Settings
+from stack.kafka import LOG4J2_PROPERTIES
 from stack.service import fetch_jars
 
-__all__ = ["CONFIGURATION", "Debezium"]
+__all__ = ["CONFIGURATION", "DEBEZIUM", "Debezium"]
 
 POM = Path(__file__).parent / "debezium" / "pom.xml"
 STREAMING = "Processing messages"  # logged when the connector starts reading the slot
 SNAPSHOTTING = "Snapshot step 1"  # logged when the initial snapshot begins
 
-_LOG4J2 = """\
-status = warn
-appender.console.type = Console
-appender.console.name = STDOUT
-appender.console.layout.type = PatternLayout
-appender.console.layout.pattern = [%d] %p %m (%c)%n
-rootLogger.level = INFO
-rootLogger.appenderRef.stdout.ref = STDOUT
-"""
 
 # What differs from the defaults, for both the worker and the connector.
 WORKER = {
@@ -60,6 +53,8 @@ CONNECTOR = {
     "topic.creation.default.partitions": "3",
     "topic.creation.default.replication.factor": "1",
 }
+# How the figures name it (the configuration is written out in docs/benchmarks-notes.md).
+DEBEZIUM = "Debezium 3.6.1 PostgreSQL connector on Kafka Connect standalone"
 CONFIGURATION = (
     "Kafka Connect standalone (JVM -Xmx1g): "
     + ", ".join(f"{k}={v}" for k, v in WORKER.items())
@@ -132,7 +127,7 @@ class Debezium:
         worker.write_text("".join(f"{k}={v}\n" for k, v in self.worker.items()))
         connector.write_text("".join(f"{k}={v}\n" for k, v in self.connector.items()))
         connector.chmod(0o600)  # it holds the database password
-        log4j.write_text(_LOG4J2)
+        log4j.write_text(LOG4J2_PROPERTIES)
         self._proc = subprocess.Popen(
             [
                 "java",

@@ -108,7 +108,7 @@ def run(settings: Settings, rows: int, runs: int) -> Figure:
             sink.close()
             console.print(f"sluiceway {ours[-1]:,.0f} rows/s, dlt merge {theirs[-1]:,.0f} rows/s")
     figure = summarize(
-        "duckdb load rows/s, next to dlt",
+        f"duckdb load rows/s, next to dlt ({rows:,} events)",
         "rows/s",
         ours,
         "dlt merge into DuckDB (primary key, hard deletes)",

@@ -12,8 +12,9 @@ latency is the observation time minus its ``written_at`` — up to one observati
 A consumer in this process also reads the change topic, so capture's share (commit to the event
 readable in Kafka) is reported beside the whole.
 
-Each rate runs for ``--seconds`` (60) after a 5 s warm-up that is not counted; the figure is
-p50/p99/max over every row written in the measured window, three runs per rate.
+One pipeline session per run: a 5 s warm-up that is not counted, then ``--seconds`` (60) at
+each rate in turn; each figure is p50/p99/max over every row written at that rate, over three
+runs.
 
     python -m bench.latency [--seconds 60] [--runs 3]
 """
@@ -34,12 +35,10 @@ import orjson
 from confluent_kafka import Consumer
 from rich.console import Console
 
-from bench.process import drop_topics, start_capture, write_spec
+from bench.process import fresh_database, start_capture, write_spec
 from bench.record import Figure, command, summarize
 from sluiceway.connect import postgres_connection
 from sluiceway.settings import Settings
-from streaming.sources.postgres.catalog import drop_slot
-from streaming.sources.postgres.state import CaptureState
 
 __all__ = ["main"]
 
@@ -52,25 +51,13 @@ console = Console()
 
 
 def _prepare(settings: Settings, directory: Path) -> Path:
-    admin = postgres_connection(settings.postgres, database="postgres")
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute("SELECT slot_name FROM pg_replication_slots WHERE database = %s", (DB,))
-        for (slot,) in cur.fetchall():
-            drop_slot(admin, slot, timeout=30)
-        cur.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-        cur.execute(f"CREATE DATABASE {DB}")
-    admin.close()
-    conn = postgres_connection(settings.postgres, database=DB)
-    conn.autocommit = True
+    conn = fresh_database(settings, DB, PIPELINE)
     with conn.cursor() as cur:
         cur.execute(
             "CREATE TABLE events (id bigint PRIMARY KEY, payload text, amount numeric(12, 2), "
             "written_at timestamptz NOT NULL)"
         )
     conn.close()
-    drop_topics(settings, PIPELINE)
-    CaptureState.path(settings.state_dir, PIPELINE).unlink(missing_ok=True)
     warehouse = directory / "latency.duckdb"
     warehouse.unlink(missing_ok=True)
     return write_spec(
@@ -193,7 +180,9 @@ def _percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
-def _one(settings: Settings, directory: Path, rate: int, seconds: float) -> dict[str, float]:
+def _one(settings: Settings, directory: Path, seconds: float) -> dict[int, dict[str, float]]:
+    """One pipeline session: a warm-up, then ``seconds`` at each rate in turn; the latency
+    figures of each rate's rows."""
     spec = _prepare(settings, directory)
     warehouse = directory / "latency.duckdb"
     capture = start_capture(spec, "streaming from slot")
@@ -208,9 +197,13 @@ def _one(settings: Settings, directory: Path, rate: int, seconds: float) -> dict
     kafka = threading.Thread(target=_watch_kafka, args=(settings, stop, in_kafka, assigned))
     kafka.start()
     assigned.wait(30)
+    ranges: dict[int, range] = {}
     try:
-        warm = _write(settings, rate, WARMUP, stop)
-        last = _write(settings, rate, seconds, stop, after=warm)
+        last = _write(settings, RATES[0], WARMUP, stop)
+        for rate in RATES:
+            console.print(f"  {rate:,} changes/s for {seconds:g} s")
+            first, last = last, _write(settings, rate, seconds, stop, after=last)
+            ranges[rate] = range(first + 1, last + 1)
         deadline = time.monotonic() + 120
         while len(seen) < last:
             if time.monotonic() > deadline or capture.poll() is not None or loader.poll():
@@ -224,15 +217,18 @@ def _one(settings: Settings, directory: Path, rate: int, seconds: float) -> dict
             proc.send_signal(signal.SIGTERM)
         for proc in (loader, capture):
             proc.wait(60)
-    measured = [latency for key, latency in seen.items() if key > warm]
-    captured = [latency for key, latency in in_kafka.items() if key > warm]
-    return {
-        "p50": _percentile(measured, 0.50),
-        "p99": _percentile(measured, 0.99),
-        "max": max(measured),
-        "kafka p50": _percentile(captured, 0.50),
-        "kafka p99": _percentile(captured, 0.99),
-    }
+    results = {}
+    for rate, ids in ranges.items():
+        measured = [seen[i] for i in ids]
+        captured = [in_kafka[i] for i in ids if i in in_kafka]
+        results[rate] = {
+            "p50": _percentile(measured, 0.50),
+            "p99": _percentile(measured, 0.99),
+            "max": max(measured),
+            "kafka p50": _percentile(captured, 0.50),
+            "kafka p99": _percentile(captured, 0.99),
+        }
+    return results
 
 
 def run(settings: Settings, seconds: int, runs: int) -> list[Figure]:
@@ -240,14 +236,13 @@ def run(settings: Settings, seconds: int, runs: int) -> list[Figure]:
     results: dict[int, list[dict[str, float]]] = {rate: [] for rate in RATES}
     with tempfile.TemporaryDirectory() as tmp:
         for number in range(1, runs + 1):
-            for rate in RATES:
-                console.print(f"run {number}/{runs}: {rate:,} changes/s for {seconds} s")
-                result = _one(settings, Path(tmp), rate, seconds)
+            console.print(f"run {number}/{runs}")
+            for rate, result in _one(settings, Path(tmp), seconds).items():
                 results[rate].append(result)
                 console.print(
-                    f"  p50 {result['p50'] * 1000:,.0f} ms, p99 {result['p99'] * 1000:,.0f} ms, "
-                    f"max {result['max'] * 1000:,.0f} ms; in Kafka: p50 "
-                    f"{result['kafka p50'] * 1000:,.0f} ms, "
+                    f"  {rate:,} changes/s: p50 {result['p50'] * 1000:,.0f} ms, p99 "
+                    f"{result['p99'] * 1000:,.0f} ms, max {result['max'] * 1000:,.0f} ms; in "
+                    f"Kafka: p50 {result['kafka p50'] * 1000:,.0f} ms, "
                     f"p99 {result['kafka p99'] * 1000:,.0f} ms"
                 )
     figures = []

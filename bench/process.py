@@ -1,4 +1,5 @@
-"""What the capture benchmarks share: the capture as its own process, as in production."""
+"""What the benchmarks share: a fresh database, the capture as its own process (as in
+production), topics counted and dropped, peak memory."""
 
 from __future__ import annotations
 
@@ -11,11 +12,18 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from sluiceway.settings import Settings
 
-__all__ = ["TopicCounter", "drop_topics", "peak_rss_mb", "start_capture", "write_spec"]
+__all__ = [
+    "TopicCounter",
+    "drop_topics",
+    "fresh_database",
+    "peak_rss_mb",
+    "start_capture",
+    "write_spec",
+]
 
 
 def write_spec(directory: Path, spec: dict[str, Any]) -> Path:
@@ -57,6 +65,14 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
+# A topic just created answers these until its partitions have leaders.
+_ELECTING = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+}
+
+
 class TopicCounter:
     """Counts the records in topics by their high watermarks (fresh, non-transactional topics:
     one offset per record)."""
@@ -67,13 +83,19 @@ class TopicCounter:
         )
 
     def records(self, topic: str) -> int:
-        metadata = self.consumer.list_topics(topic, timeout=10).topics.get(topic)
-        if metadata is None or metadata.error is not None:
-            return 0
-        return sum(
-            self.consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in metadata.partitions
-        )
+        """The records in ``topic`` now; 0 while it is being created (no leader yet)."""
+        try:
+            metadata = self.consumer.list_topics(topic, timeout=10).topics.get(topic)
+            if metadata is None or metadata.error is not None:
+                return 0
+            return sum(
+                self.consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                for p in metadata.partitions
+            )
+        except KafkaException as exc:
+            if exc.args[0].retriable() or exc.args[0].code() in _ELECTING:
+                return 0
+            raise
 
     def wait(
         self, topic: str, count: int, alive: Callable[[], bool], timeout: float = 1800
@@ -90,6 +112,30 @@ class TopicCounter:
 
     def close(self) -> None:
         self.consumer.close()
+
+
+def fresh_database(settings: Settings, database: str, pipeline: str) -> Any:
+    """Drop and create ``database`` (its replication slots first), delete the topics and the
+    capture state of ``pipeline``: a benchmark run starts from nothing. An autocommit connection
+    to the new database."""
+    from sluiceway.connect import postgres_connection
+    from streaming.sources.postgres.catalog import drop_slot
+    from streaming.sources.postgres.state import CaptureState
+
+    admin = postgres_connection(settings.postgres, database="postgres")
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute("SELECT slot_name FROM pg_replication_slots WHERE database = %s", (database,))
+        for (slot,) in cur.fetchall():
+            drop_slot(admin, slot, timeout=30)
+        cur.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        cur.execute(f'CREATE DATABASE "{database}"')
+    admin.close()
+    drop_topics(settings, pipeline)
+    CaptureState.path(settings.state_dir, pipeline).unlink(missing_ok=True)
+    conn = postgres_connection(settings.postgres, database=database)
+    conn.autocommit = True
+    return conn
 
 
 def drop_topics(settings: Settings, prefix: str) -> None:

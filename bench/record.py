@@ -27,6 +27,7 @@ __all__ = [
     "measure",
     "record",
     "render",
+    "rss_budget",
     "show",
     "summarize",
     "versions",
@@ -165,6 +166,18 @@ def summarize(
         date=datetime.now(UTC).strftime("%Y-%m-%d"),
         machine=machine(),
         versions=versions(),
+    )
+
+
+def rss_budget(name: str, values: list[float], budget: float = 300.0) -> Figure:
+    """A peak-RSS figure (MiB) against the memory budget every worker has."""
+    return summarize(
+        name,
+        "MiB",
+        values,
+        f"{budget:g} MiB budget",
+        [budget] * len(values),
+        higher_is_better=False,
     )
 
 

@@ -30,13 +30,18 @@ from typing import Any
 
 from rich.console import Console
 
-from bench.debezium import CONFIGURATION, Debezium
-from bench.process import TopicCounter, drop_topics, peak_rss_mb, start_capture, write_spec
-from bench.record import Figure, command, summarize
+from bench.debezium import DEBEZIUM, Debezium
+from bench.process import (
+    TopicCounter,
+    drop_topics,
+    fresh_database,
+    peak_rss_mb,
+    start_capture,
+    write_spec,
+)
+from bench.record import Figure, command, rss_budget, summarize
 from sluiceway.connect import postgres_connection
 from sluiceway.settings import Settings
-from streaming.sources.postgres.catalog import drop_slot
-from streaming.sources.postgres.state import CaptureState
 
 __all__ = ["main"]
 
@@ -48,17 +53,7 @@ console = Console()
 
 
 def _fill(settings: Settings, rows: int) -> None:
-    admin = postgres_connection(settings.postgres, database="postgres")
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute("SELECT slot_name FROM pg_replication_slots WHERE database = %s", (DB,))
-        for (slot,) in cur.fetchall():
-            drop_slot(admin, slot, timeout=30)
-        cur.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-        cur.execute(f"CREATE DATABASE {DB}")
-    admin.close()
-    conn = postgres_connection(settings.postgres, database=DB)
-    conn.autocommit = True
+    conn = fresh_database(settings, DB, PIPELINE)
     with conn.cursor() as cur:
         cur.execute(
             "CREATE TABLE bench (id bigint PRIMARY KEY, a int, b text, c numeric(12, 2), "
@@ -72,8 +67,6 @@ def _fill(settings: Settings, rows: int) -> None:
         cur.execute("VACUUM ANALYZE bench")
         cur.execute(f"CREATE PUBLICATION {PUBLICATION} FOR TABLE bench")
     conn.close()
-    drop_topics(settings, PIPELINE)
-    CaptureState.path(settings.state_dir, PIPELINE).unlink(missing_ok=True)
 
 
 class _Nothing:
@@ -210,21 +203,12 @@ def run(settings: Settings, rows: int, runs: int) -> list[Figure]:
             f"postgres snapshot rows/s ({rows:,}-row table), next to Debezium",
             "rows/s",
             ours,
-            f"Debezium 3.6.1 initial snapshot of the same table ({CONFIGURATION})",
+            f"{DEBEZIUM}, its initial snapshot of the same table",
             theirs,
         ),
     ]
-    for worker, label in (("capture", "capture"), ("load", "duckdb load window")):
-        figures.append(
-            summarize(
-                f"{label} peak RSS, {rows:,}-row table",
-                "MiB",
-                rss[worker][rows],
-                "300 MiB budget",
-                [300.0] * runs,
-                higher_is_better=False,
-            )
-        )
+    for worker, label in (("capture", "snapshot capture"), ("load", "duckdb load window")):
+        figures.append(rss_budget(f"{label} peak RSS, {rows:,}-row table", rss[worker][rows]))
         figures.append(
             summarize(
                 f"{label} peak RSS growth, {small:,} -> {rows:,} rows",

@@ -7,6 +7,8 @@ figures (beside their same-run baselines) into docs/benchmarks.json and docs/ben
     python -m bench.suite --only bench.latency bench.snapshot_postgres
 
 A benchmark that fails is reported and the suite goes on; the exit status says whether all ran.
+At the end the suite cleans up what the benchmarks left: their PostgreSQL databases (replication
+slots first, so no WAL stays retained) and their topics.
 """
 
 from __future__ import annotations
@@ -25,11 +27,11 @@ FULL: list[tuple[str, list[str]]] = [
     ("bench.capture_postgres", []),
     ("bench.snapshot_postgres", []),
     ("bench.latency", []),
-    ("bench.capture_mysql", []),
+    ("bench.capture_mysql", ["--changes", "500000"]),
     ("bench.enrich", []),
     ("bench.load", []),
     ("bench.replay", []),
-    ("bench.dlt_merge", []),
+    ("bench.dlt_merge", ["--rows", "100000"]),
     ("bench.migration", []),
 ]
 QUICK: list[tuple[str, list[str]]] = [
@@ -38,6 +40,33 @@ QUICK: list[tuple[str, list[str]]] = [
     ("bench.load", ["--rows", "100000", "--targets", "duckdb", "postgres", "--tag", "quick"]),
 ]
 console = Console()
+
+
+def clean_up() -> None:
+    """Drop the benchmarks' PostgreSQL databases (``bench_*``, slots first) and topics
+    (``bench*``)."""
+    from sluiceway.connect import kafka_admin, postgres_connection
+    from sluiceway.settings import load_settings
+    from streaming.sources.postgres.catalog import drop_slot
+
+    settings = load_settings()
+    admin = postgres_connection(settings.postgres, database="postgres")
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute("SELECT datname FROM pg_database WHERE datname LIKE 'bench\\_%'")
+        for (database,) in cur.fetchall():
+            cur.execute(
+                "SELECT slot_name FROM pg_replication_slots WHERE database = %s", (database,)
+            )
+            for (slot,) in cur.fetchall():
+                drop_slot(admin, slot, timeout=30)
+            cur.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    admin.close()
+    kafka = kafka_admin(settings.kafka)
+    doomed = [t for t in kafka.list_topics(timeout=10).topics if t.startswith("bench")]
+    for future in (kafka.delete_topics(doomed) if doomed else {}).values():
+        future.result()
+    console.print(f"cleaned up: bench databases and {len(doomed)} topics")
 
 
 def main() -> None:
@@ -62,6 +91,7 @@ def main() -> None:
             f"{time.monotonic() - begin:,.0f}",
             "ok" if done.returncode == 0 else f"[red]failed ({done.returncode})[/red]",
         )
+    clean_up()
     console.print(times)
     console.print(f"suite: {time.monotonic() - started:,.0f} s; see docs/benchmarks.md")
     raise SystemExit(1 if failed else 0)

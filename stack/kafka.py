@@ -20,11 +20,11 @@ from sluiceway.connect import kafka_admin
 from stack.process import ProcessSpec
 from stack.service import Service, fetch_jars, jars_fetched, port_is_free, run_tool
 
-__all__ = ["KafkaService"]
+__all__ = ["LOG4J2_PROPERTIES", "KafkaService"]
 
 POM = Path(__file__).parent / "kafka" / "pom.xml"
 
-_LOG4J2 = """\
+LOG4J2_PROPERTIES = """\
 status = warn
 appender.console.type = Console
 appender.console.name = STDOUT
@@ -126,7 +126,7 @@ class KafkaService(Service):
 
     def prepare(self) -> None:
         cluster_id = self._cluster_id()
-        (self.dir / "log4j2.properties").write_text(_LOG4J2)
+        (self.dir / "log4j2.properties").write_text(LOG4J2_PROPERTIES)
         for node in range(1, self.settings.kafka.brokers + 1):
             node_dir = self.cluster_dir / f"broker-{node}"
             node_dir.mkdir(parents=True, exist_ok=True)
