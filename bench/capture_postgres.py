@@ -42,7 +42,6 @@ from bench.process import (
     write_spec,
 )
 from bench.record import Figure, command, rss_budget, summarize
-from sluiceway.connect import postgres_connection
 from sluiceway.settings import Settings
 from stack.postgres import postgres_bindir
 
@@ -66,12 +65,6 @@ BEGIN
   END LOOP;
 END $$"""
 console = Console()
-
-
-def _admin(settings: Settings) -> Any:
-    conn = postgres_connection(settings.postgres, database="postgres")
-    conn.autocommit = True
-    return conn
 
 
 def _lsn(cur: Any) -> int:
@@ -173,7 +166,7 @@ def _capture(
 
 def _debezium(settings: Settings, directory: Path, rows: int, number: int) -> dict[str, float]:
     """Seconds per workload for Debezium, from its "streaming" log line to the last change of
-    each workload in its topic (2 * rows after the updates, 3 * rows after the mixed ones)."""
+    each workload in its topic (`_totals`)."""
     prefix = f"benchdbz{number}"
     counter = TopicCounter(settings)
     topic = f"{prefix}.public.bench"
@@ -194,7 +187,7 @@ def _debezium(settings: Settings, directory: Path, rows: int, number: int) -> di
                 marks.append(counter.wait(topic, totals[name], debezium.alive))
     finally:
         counter.close()
-        drop_topics(settings, prefix)
+        drop_topics(settings, f"{prefix}.")
     return {name: marks[i + 1] - marks[i] for i, name in enumerate(WORKLOADS)}
 
 

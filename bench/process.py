@@ -18,6 +18,7 @@ from sluiceway.settings import Settings
 
 __all__ = [
     "TopicCounter",
+    "drop_databases",
     "drop_topics",
     "fresh_database",
     "peak_rss_mb",
@@ -81,16 +82,20 @@ class TopicCounter:
         self.consumer = Consumer(
             {**settings.kafka.client_config(), "group.id": "sluiceway.bench.counter"}
         )
+        self._partitions: dict[str, list[int]] = {}  # asked once per topic, not per poll
 
     def records(self, topic: str) -> int:
         """The records in ``topic`` now; 0 while it is being created (no leader yet)."""
         try:
-            metadata = self.consumer.list_topics(topic, timeout=10).topics.get(topic)
-            if metadata is None or metadata.error is not None:
-                return 0
+            partitions = self._partitions.get(topic)
+            if partitions is None:
+                metadata = self.consumer.list_topics(topic, timeout=10).topics.get(topic)
+                if metadata is None or metadata.error is not None or not metadata.partitions:
+                    return 0
+                partitions = self._partitions[topic] = list(metadata.partitions)
             return sum(
                 self.consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                for p in metadata.partitions
+                for p in partitions
             )
         except KafkaException as exc:
             if exc.args[0].retriable() or exc.args[0].code() in _ELECTING:
@@ -115,35 +120,50 @@ class TopicCounter:
 
 
 def fresh_database(settings: Settings, database: str, pipeline: str) -> Any:
-    """Drop and create ``database`` (its replication slots first), delete the topics and the
-    capture state of ``pipeline``: a benchmark run starts from nothing. An autocommit connection
-    to the new database."""
+    """Drop and create ``database``, delete the topics and the capture state of ``pipeline``:
+    a benchmark run starts from nothing. An autocommit connection to the new database."""
     from sluiceway.connect import postgres_connection
-    from streaming.sources.postgres.catalog import drop_slot
     from streaming.sources.postgres.state import CaptureState
 
+    drop_databases(settings, [database])
     admin = postgres_connection(settings.postgres, database="postgres")
     admin.autocommit = True
     with admin.cursor() as cur:
-        cur.execute("SELECT slot_name FROM pg_replication_slots WHERE database = %s", (database,))
-        for (slot,) in cur.fetchall():
-            drop_slot(admin, slot, timeout=30)
-        cur.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         cur.execute(f'CREATE DATABASE "{database}"')
     admin.close()
-    drop_topics(settings, pipeline)
+    drop_topics(settings, f"{pipeline}.")
     CaptureState.path(settings.state_dir, pipeline).unlink(missing_ok=True)
     conn = postgres_connection(settings.postgres, database=database)
     conn.autocommit = True
     return conn
 
 
-def drop_topics(settings: Settings, prefix: str) -> None:
-    """Delete the topics named ``<prefix>.*`` (a benchmark's earlier run)."""
+def drop_databases(settings: Settings, databases: list[str]) -> None:
+    """Drop these PostgreSQL databases, their replication slots first (so no WAL stays
+    retained for them)."""
+    from sluiceway.connect import postgres_connection
+    from streaming.sources.postgres.catalog import drop_slot
+
+    admin = postgres_connection(settings.postgres, database="postgres")
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        for database in databases:
+            cur.execute(
+                "SELECT slot_name FROM pg_replication_slots WHERE database = %s", (database,)
+            )
+            for (slot,) in cur.fetchall():
+                drop_slot(admin, slot, timeout=30)
+            cur.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    admin.close()
+
+
+def drop_topics(settings: Settings, prefix: str) -> int:
+    """Delete the topics whose names start with ``prefix``; how many there were."""
     from sluiceway.connect import kafka_admin
 
     admin = kafka_admin(settings.kafka)
-    doomed = [t for t in admin.list_topics(timeout=10).topics if t.startswith(f"{prefix}.")]
+    doomed = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
     if doomed:
         for future in admin.delete_topics(doomed).values():
             future.result()
+    return len(doomed)

@@ -11,6 +11,7 @@ value for costs (seconds, bytes).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -73,8 +74,10 @@ def machine() -> str:
     )
 
 
+@functools.cache
 def versions() -> dict[str, str]:
-    """The versions of what the figures depend on: servers, clients, engines."""
+    """The versions of what the figures depend on: servers, clients, engines (read once per
+    process: every figure of a run records the same)."""
     from importlib import metadata
 
     found = {"python": platform.python_version()}
@@ -165,7 +168,7 @@ def summarize(
         max=round(max(values), 3),
         date=datetime.now(UTC).strftime("%Y-%m-%d"),
         machine=machine(),
-        versions=versions(),
+        versions=dict(versions()),
     )
 
 
@@ -288,12 +291,11 @@ def command(
     if options is not None:
         options(parser)
     args = vars(parser.parse_args())
-    common = {size.replace("-", "_"), "runs", "no_record", "tag"}
-    extra = {k: v for k, v in args.items() if k not in common}
-    figures = run(load_settings(), args[size.replace("-", "_")], args["runs"], **extra)
-    args = argparse.Namespace(**args)
-    if args.tag:
-        figures = [replace(f, name=f"{f.name} [{args.tag}]") for f in figures]
+    amount, runs = args.pop(size.replace("-", "_")), args.pop("runs")
+    tag, no_record = args.pop("tag"), args.pop("no_record")
+    figures = run(load_settings(), amount, runs, **args)  # what is left: the own options
+    if tag:
+        figures = [replace(f, name=f"{f.name} [{tag}]") for f in figures]
     show(figures)
-    if not args.no_record:
+    if not no_record:
         record(figures)

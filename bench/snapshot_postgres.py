@@ -159,7 +159,7 @@ def _debezium(settings: Settings, directory: Path, rows: int, number: int) -> fl
             return done - debezium.started
     finally:
         counter.close()
-        drop_topics(settings, prefix)
+        drop_topics(settings, f"{prefix}.")
 
 
 def run(settings: Settings, rows: int, runs: int) -> list[Figure]:

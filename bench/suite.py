@@ -45,28 +45,19 @@ console = Console()
 def clean_up() -> None:
     """Drop the benchmarks' PostgreSQL databases (``bench_*``, slots first) and topics
     (``bench*``)."""
-    from sluiceway.connect import kafka_admin, postgres_connection
+    from bench.process import drop_databases, drop_topics
+    from sluiceway.connect import postgres_connection
     from sluiceway.settings import load_settings
-    from streaming.sources.postgres.catalog import drop_slot
 
     settings = load_settings()
     admin = postgres_connection(settings.postgres, database="postgres")
-    admin.autocommit = True
     with admin.cursor() as cur:
         cur.execute("SELECT datname FROM pg_database WHERE datname LIKE 'bench\\_%'")
-        for (database,) in cur.fetchall():
-            cur.execute(
-                "SELECT slot_name FROM pg_replication_slots WHERE database = %s", (database,)
-            )
-            for (slot,) in cur.fetchall():
-                drop_slot(admin, slot, timeout=30)
-            cur.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        databases = [name for (name,) in cur.fetchall()]
     admin.close()
-    kafka = kafka_admin(settings.kafka)
-    doomed = [t for t in kafka.list_topics(timeout=10).topics if t.startswith("bench")]
-    for future in (kafka.delete_topics(doomed) if doomed else {}).values():
-        future.result()
-    console.print(f"cleaned up: bench databases and {len(doomed)} topics")
+    drop_databases(settings, databases)
+    topics = drop_topics(settings, "bench")
+    console.print(f"cleaned up: {len(databases)} bench databases and {topics} topics")
 
 
 def main() -> None:

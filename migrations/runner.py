@@ -139,6 +139,11 @@ class MigrationRunner:
             yield self.state
             self.state.save(self.state_path)
 
+    def _record(self, what: str, **details: Any) -> None:
+        """One event in the state's log (saved under the lock, as every change)."""
+        with self._changing() as state:
+            state.record(what, **details)
+
     def _reload(self) -> MigrationState:
         self.state = MigrationState.load(self.state_path)
         return self.state
@@ -247,8 +252,7 @@ class MigrationRunner:
             self.reverse_group,
             reverse.topics,
         )
-        with self._changing() as state:
-            state.record("reverse replication started")
+        self._record("reverse replication started")
         return [self.capture, self.applier]
 
     def _run_workers(
@@ -447,22 +451,19 @@ class MigrationRunner:
             return self._switch("", time.monotonic(), resumed=True)
         lag = self.wait_applied(self.source_position(), gates.max_lag_seconds)
         if lag is None:
-            with self._changing() as state:
-                state.record("cutover refused", reason="lag")
+            self._record("cutover refused", reason="lag")
             raise CutoverRefused(
                 f"the target is more than {gates.max_lag_seconds:g} s behind the source"
             )
         if not self._parity() and gates.parity == "required":
             last = self.state.verifications[-1]["tables"]
             red = {t: v["differing_keys"][:5] for t, v in last.items() if v["differing_ranges"]}
-            with self._changing() as state:
-                state.record("cutover refused", reason="parity", tables=red)
+            self._record("cutover refused", reason="parity", tables=red)
             raise CutoverRefused(f"parity is red: {red}")
         fence_wall = _now()
         fenced = time.monotonic()
         self.side.fence(True)
-        with self._changing() as state:
-            state.record("fenced", at=fence_wall)
+        self._record("fenced", at=fence_wall)
         return self._switch(fence_wall, fenced)
 
     def _fenced_earlier(self) -> bool:
@@ -492,8 +493,7 @@ class MigrationRunner:
             fence_wall = next(e["at"] for e in reversed(self.state.events) if e["what"] == "fenced")
             since = time.time() - calendar.timegm(time.strptime(fence_wall, "%Y-%m-%dT%H:%M:%SZ"))
             fenced = time.monotonic() - since  # the window counts the time the run was dead
-            with self._changing() as state:
-                state.record("cutover resumed after the fence")
+            self._record("cutover resumed after the fence")
         try:
             final = self.side.final_position()
             # A run that died after dropping the bookkeeping had drained already.
@@ -516,8 +516,7 @@ class MigrationRunner:
             self._finish_target()
         except BaseException as exc:
             self.side.fence(False)
-            with self._changing() as state:
-                state.record("fence lifted", reason=str(exc))
+            self._record("fence lifted", reason=str(exc))
             if isinstance(exc, CutoverFailed):
                 raise
             raise CutoverFailed(f"cutover failed after the fence: {exc}") from exc
@@ -650,20 +649,17 @@ class MigrationRunner:
         if gates.approval and not approved:
             raise CutoverRefused("the plan requires an explicit approval (--approve)")
         if self._reverse_applied(self._current_lsn(), gates.max_lag_seconds) is None:
-            with self._changing() as state:
-                state.record("rollback refused", reason="lag")
+            self._record("rollback refused", reason="lag")
             raise CutoverRefused(
                 f"reverse replication is more than {gates.max_lag_seconds:g} s behind"
             )
         if not self._parity(reverse=True) and gates.parity == "required":
-            with self._changing() as state:
-                state.record("rollback refused", reason="parity")
+            self._record("rollback refused", reason="parity")
             raise CutoverRefused("parity is red between the new primary and the old source")
         fence_wall = _now()
         fenced = time.monotonic()
         self._fence_target(True)
-        with self._changing() as state:
-            state.record("target fenced", at=fence_wall)
+        self._record("target fenced", at=fence_wall)
         try:
             final = self._current_lsn()
             drained = self._reverse_applied(final, self.plan.drain_timeout_seconds)
@@ -680,8 +676,7 @@ class MigrationRunner:
             self.side.fence(False)
         except BaseException as exc:
             self._fence_target(False)
-            with self._changing() as state:
-                state.record("target fence lifted", reason=str(exc))
+            self._record("target fence lifted", reason=str(exc))
             if isinstance(exc, CutoverFailed):
                 raise
             raise CutoverFailed(f"rollback failed after the fence: {exc}") from exc
@@ -718,8 +713,7 @@ class MigrationRunner:
         done = subprocess.run(  # noqa: S602 - the plan's own hook, run as its author wrote it
             self.plan.switch_hook, shell=True, env=env, capture_output=True, text=True, check=False
         )
-        with self._changing() as state:
-            state.record("switch hook", exit=done.returncode, output=done.stdout[-2000:])
+        self._record("switch hook", exit=done.returncode, output=done.stdout[-2000:])
 
 
 def fence_postgres(settings: Settings, database: str, on: bool) -> None:
