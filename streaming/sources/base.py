@@ -27,6 +27,7 @@ class CaptureStats:
     phase: str = "starting"
     snapshot_rows: int = 0
     snapshot_estimate: int = 0
+    snapshot_encoded_in_server: int = 0  # snapshot rows PostgreSQL encoded itself
     incremental_rows: int = 0
     events: int = 0
     transactions: int = 0

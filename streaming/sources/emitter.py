@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -31,9 +32,38 @@ from streaming.kafka.topics import ensure_topics
 from streaming.sources.values import connect_schema
 from streaming.transforms import Record, TransformChain, TransformError
 
-__all__ = ["Emitter"]
+__all__ = ["Emitter", "Framing"]
 
 log = logging.getLogger(__name__)
+
+
+_MARK = "__sluiceway_encoded_by_the_source__"
+
+
+@dataclass(frozen=True, slots=True)
+class Framing:
+    """The bytes around a key and an ``after`` row that the source encoded itself (PostgreSQL's
+    snapshot): ``key_prefix + key + key_suffix`` and ``prefix + after + suffix`` are exactly
+    what `Emitter.send` writes for the same event."""
+
+    topic: str
+    key_prefix: bytes
+    key_suffix: bytes
+    prefix: bytes
+    suffix: bytes
+
+    def key(self, encoded: bytes | None) -> bytes | None:
+        """The message key around an encoded key struct."""
+        if encoded is None:
+            return None
+        return self.key_prefix + encoded + self.key_suffix if self.key_prefix else encoded
+
+
+def _split(encoded: bytes) -> tuple[bytes, bytes]:
+    prefix, mark, suffix = encoded.partition(orjson.dumps(_MARK))
+    if not mark or _MARK.encode() in suffix:
+        raise ValueError("the envelope must hold the encoded part exactly once")
+    return prefix, suffix
 
 
 class Emitter:
@@ -105,6 +135,33 @@ class Emitter:
         return output.id
 
     # --- events -----------------------------------------------------------------------------
+    def framing(
+        self,
+        event: ChangeEvent,
+        shape: TableSchema,
+        key_columns: tuple[str, ...],
+        connect: ConnectSchema | None = None,
+    ) -> Framing | None:
+        """How to frame this table's events when the source encodes ``after`` and the key
+        (``key_columns``, in key order) itself; ``event`` is one of them, its ``after`` and key
+        left out. None when transforms
+        run, as they need every event as values. The shape is published first, as by `send`."""
+        if self.chain:
+            return None
+        if shape.id not in self._published:
+            self.publish(shape)
+        if event.topic not in self._topics:
+            self.ensure_topics([event.topic])
+        value: dict[str, Any] = replace(event, after=_MARK).value()  # type: ignore[arg-type]
+        key: Any = _MARK
+        if self.as_connect:
+            connect = connect or self._connect_of(shape)
+            value = {"schema": connect.value_schema, "payload": value}
+            key = {"schema": connect.key_schema(key_columns), "payload": _MARK}
+        prefix, suffix = _split(encode_json(value))
+        key_prefix, key_suffix = _split(encode_json(key))
+        return Framing(event.topic, key_prefix, key_suffix, prefix, suffix)
+
     def send(
         self,
         batch: Batch,

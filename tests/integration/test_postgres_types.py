@@ -186,3 +186,100 @@ def test_unchanged_toast_never_overwrites_the_real_value(
                 for r in cur.fetchall()
             }
         assert rebuild_state(records) == source
+
+
+SERVER_DDL = """
+CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+CREATE DOMAIN posint AS integer CHECK (VALUE > 0);
+CREATE TABLE plain (
+  b_key text, a_key int,
+  i2 smallint, i8 bigint, n numeric, n_scaled numeric(38, 10), b boolean,
+  t text, vc varchar(10), "odd ""name"", é" text, u uuid, j json, jb jsonb,
+  dt date, ts timestamp, tstz timestamptz, m mood, dom posint,
+  PRIMARY KEY (a_key, b_key)
+);
+CREATE TABLE keyless (t text, tstz timestamptz);
+"""
+EDGE_TEXT = "".join(map(chr, range(1, 128))) + ' ünïcødé 🎉 "q" \\ \\N \\\\ \u2028'
+SERVER_ROWS = [
+    "(%(text)s, 1, 32767, 9223372036854775807, 'NaN', '-0.0000000001', true, %(text)s, '',"
+    ' %(text)s, \'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11\', \'{"b": "\\\\u00e9", "a": [1.10]}\','
+    ' \'{"b": 1, "a": "\\""}\', \'0044-03-15 BC\', \'0001-01-01 12:00:00.5 BC\','
+    " '0002-02-02 02:02:02.000001+00 BC', 'happy', 5)",
+    "('x', 2, -32768, -9223372036854775808, 'Infinity', NULL, false, NULL, NULL, NULL, NULL,"
+    " 'null', '[]', '-infinity', 'infinity', '-infinity', 'sad', 1)",
+    "('', 3, NULL, 0, '-Infinity', '99999999999999999999.1', NULL, 'x', 'y', '', NULL, NULL,"
+    " NULL, '10000-01-01', '2024-02-29 23:59:59.999999', '2024-02-29 23:59:59.999999+05:30',"
+    " NULL, NULL)",
+    "('y', 4, 0, 1, '12345678901234567890.123456789012345678901234567890', '0', true, 'z',"
+    " 'zz', 'zzz', NULL, NULL, NULL, '0001-01-01', '0001-01-01 00:00:00', "
+    " '1970-01-01 00:00:00+00', 'ok', 2)",
+]
+
+
+def _snapshot_events(
+    settings: Settings, conn: Any, name: str, encoding: str, form: str
+) -> tuple[dict[str, list[Any]], int]:
+    """Snapshot the database into topics prefixed ``name``; the records of each table (key
+    bytes and the value's parts, source fields that differ per pipeline left out) by key, and
+    how many rows PostgreSQL encoded."""
+    pipeline = make_pipeline(conn.info.dbname, snapshot_encoding=encoding, topics={"format": form})
+    pipeline = pipeline.model_copy(update={"name": name})
+    with capture_running(settings, pipeline) as capture:
+        wait_caught_up(capture, conn)
+        encoded = capture.stats.snapshot_encoded_in_server
+    out: dict[str, list[Any]] = {}
+    for table in ("plain", "keyless"):
+        records = []
+        for key, value in read_topic(settings, f"{name}.public.{table}"):
+            assert value is not None
+            event = orjson.loads(value)
+            schema = None
+            if form == "connect-json":
+                schema, event = event["schema"], event["payload"]
+                if key is not None:  # its schema names the pipeline
+                    key = key.replace(name.encode(), b"<name>")
+            source = {
+                k: v
+                for k, v in event["source"].items()
+                if k not in {"name", "ts_ms", "lsn", "commit_lsn"}
+            }
+            after = list(event["after"].items())  # order matters: the same bytes
+            if schema is not None:
+                schema = orjson.dumps(schema).replace(name.encode(), b"<name>")
+            records.append((key, list(event), after, source, event["op"], schema))
+        out[table] = sorted(records, key=repr)
+    return out, encoded
+
+
+@pytest.mark.parametrize("form", ["json", "connect-json"])
+def test_rows_postgresql_encodes_are_the_events_python_encodes(
+    settings: Settings, stack: Stack, unique: str, form: str
+) -> None:
+    require(stack, "postgres")
+    with temporary_database(settings, unique) as conn:
+        with conn.cursor() as cur:
+            cur.execute(SERVER_DDL)
+            for template in SERVER_ROWS:
+                cur.execute("INSERT INTO plain VALUES " + template, {"text": EDGE_TEXT})
+            cur.execute(
+                "INSERT INTO keyless VALUES (%s, '0044-03-15 12:00:00 BC'), (NULL, NULL)",
+                (EDGE_TEXT,),
+            )
+        python, by_python = _snapshot_events(settings, conn, f"{unique}py", "python", form)
+        server, by_server = _snapshot_events(settings, conn, f"{unique}pg", "server", form)
+    assert (by_python, by_server) == (0, len(SERVER_ROWS) + 2)
+    assert len(python["plain"]) == len(SERVER_ROWS) and len(python["keyless"]) == 2
+    for table in ("plain", "keyless"):
+        for ours, theirs in zip(python[table], server[table], strict=True):
+            assert ours == theirs, f"{table}: python {ours} != server {theirs}"
+
+    def key(record: Any) -> dict[str, Any]:
+        found: dict[str, Any] = orjson.loads(record[0])
+        return found["payload"] if form == "connect-json" else found
+
+    assert {key(r)["b_key"] for r in python["plain"]} == {EDGE_TEXT, "x", "", "y"}
+    first = next(r for r in python["plain"] if key(r)["a_key"] == 1)
+    assert dict(first[2])["dt"] == "-0043-03-15" and dict(first[2])["ts"] == "0000-01-01T12:00:00.5"
+    assert dict(first[2])["tstz"] == "-0001-02-02T02:02:02.000001Z"
+    assert list(key(first)) == ["a_key", "b_key"]  # primary key order

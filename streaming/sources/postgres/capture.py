@@ -37,7 +37,7 @@ from sluiceway.settings import Settings
 from streaming.events import ChangeEvent
 from streaming.kafka.producer import Batch, DeliveryTracker, EventProducer
 from streaming.sources.base import CaptureStats
-from streaming.sources.emitter import Emitter
+from streaming.sources.emitter import Emitter, Framing
 from streaming.sources.postgres import pgoutput as pg
 from streaming.sources.postgres.catalog import (
     SlotHealth,
@@ -263,6 +263,16 @@ class PostgresCapture:
     def _snapshot(self, snapshot_name: str, lsn: int, producer: EventProducer) -> None:
         tables = list(self._tables.values())
         columns = {oid: codec.names for oid, codec in self._codecs.items()}
+        now = int(time.time() * 1000)
+        sources = {
+            oid: codec.source(now, "true", None, lsn, lsn) for oid, codec in self._codecs.items()
+        }
+        framings = self._framings(sources, now)
+        assert self._types is not None
+        in_server = {
+            oid: [t for t in map(self._types.json_in_server, self._codecs[oid].type_oids) if t]
+            for oid in framings
+        }
         reader = SnapshotReader(
             self.connect,
             snapshot_name,
@@ -270,13 +280,10 @@ class PostgresCapture:
             columns,
             workers=self.source.snapshot_workers,
             chunk_rows=self.source.snapshot_chunk_rows,
+            in_server=in_server,
         )
         self.stats.phase = "snapshot"
         self.stats.snapshot_estimate = reader.estimated_rows
-        now = int(time.time() * 1000)
-        sources = {
-            oid: codec.source(now, "true", None, lsn, lsn) for oid, codec in self._codecs.items()
-        }
         # The rows go through a producer of their own that reports only failures: they are
         # awaited as a whole by its flush below, before streaming starts on the main producer
         # (so each partition holds the snapshot before any streamed change).
@@ -290,19 +297,44 @@ class PostgresCapture:
             event = codec.event("r", None, values, sources[table.oid], now)
             self._send(bulk, batch, codec, event, as_connect)
 
+        def on_json(table: TableInfo, key: bytes | None, after: bytes) -> None:
+            framing = framings[table.oid]
+            value = framing.prefix + after + framing.suffix
+            bulk.send(batch, framing.topic, framing.key(key), value)
+
         def on_progress(rows: int) -> None:
             self.stats.snapshot_rows = rows
             bulk.serve()
             self._report()
 
         try:
-            rows = reader.run(on_row, on_progress)
+            rows = reader.run(on_row, on_progress, on_json)
             if bulk.flush(300) > 0:
                 raise SourceUnavailable("Kafka did not acknowledge the snapshot in 300s")
         finally:
             self.emitter.attach(producer)
+        encoded = reader.rows_encoded_in_server
+        self.stats.events += encoded
+        self.emitter.events += encoded
         self.stats.snapshot_rows = rows
-        log.info("snapshot of %d rows done", rows)
+        self.stats.snapshot_encoded_in_server = encoded
+        log.info("snapshot of %d rows done (%d encoded by PostgreSQL)", rows, encoded)
+
+    def _framings(self, sources: dict[int, dict[str, Any]], now: int) -> dict[int, Framing]:
+        """The tables PostgreSQL encodes in the snapshot, with their envelopes' bytes: every
+        column of a type `pgtypes.JSON_IN_SERVER` covers, no transforms, and the setting on."""
+        found: dict[int, Framing] = {}
+        if self.source.snapshot_encoding != "server":
+            return found
+        assert self._types is not None
+        for oid, codec in self._codecs.items():
+            if not all(self._types.json_in_server(t) for t in codec.type_oids):
+                continue
+            event = ChangeEvent(codec.topic, None, "r", None, None, sources[oid], now)
+            framing = self.emitter.framing(event, codec.table_schema, codec.key, codec.connect)
+            if framing is not None:
+                found[oid] = framing
+        return found
 
     # --- streaming -------------------------------------------------------------------------
     def _send(

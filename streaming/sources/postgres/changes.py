@@ -118,6 +118,7 @@ class TableCodec:
         self.schema = schema
         self.table = table
         self.names = [c.name for c in columns]
+        self.type_oids = [c.type_oid for c in columns]
         self.converters = [types.converter(c.type_oid) for c in columns]
         self.key = tuple(k for k in key if k in self.names)
         self._key_index = [self.names.index(k) for k in self.key]

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "JSON_IN_SERVER",
     "SESSION_SETTINGS",
     "Converter",
     "PgType",
@@ -114,6 +115,40 @@ _BY_NAME: dict[str, Converter] = {
 }
 
 
+# The same encodings written as SQL, for the snapshot to let PostgreSQL encode rows itself
+# (``row_to_json`` in the server processes, not per-value work in Python). Each template turns
+# the column ``{c}`` into a value whose JSON is byte for byte what the converter above gives;
+# types not listed here (floats, bytea, arrays, time, interval, char(n), ...) keep the Python
+# path. BC dates follow `_bc` (astronomical years); an exact match is tested per edge value.
+_BC_SQL = (
+    "(CASE WHEN split_part(left({t}, -3), '-', 1)::int = 1 THEN '0000' "
+    "ELSE '-' || lpad((split_part(left({t}, -3), '-', 1)::int - 1)::text, 4, '0') END"
+    " || substr(left({t}, -3), strpos({t}, '-')))"
+)
+_DATE_SQL = "(CASE WHEN {t} LIKE '%% BC' THEN " + _BC_SQL + " ELSE {t} END)"
+_AS_TEXT = "{c}::text"
+JSON_IN_SERVER: dict[str, str] = {
+    "int2": "{c}",
+    "int4": "{c}",
+    "int8": "{c}",
+    "bool": "{c}",
+    "text": _AS_TEXT,
+    "varchar": _AS_TEXT,
+    "name": _AS_TEXT,
+    "numeric": _AS_TEXT,
+    "uuid": _AS_TEXT,
+    "json": _AS_TEXT,
+    "jsonb": _AS_TEXT,
+    "date": _DATE_SQL.replace("{t}", "{c}::text"),
+    "timestamp": "regexp_replace(" + _DATE_SQL.replace("{t}", "{c}::text") + ", ' ', 'T')",
+    "timestamptz": (
+        "regexp_replace(regexp_replace("
+        + _DATE_SQL.replace("{t}", "{c}::text")
+        + ", '\\+00$', 'Z'), ' ', 'T')"
+    ),
+}
+
+
 @dataclass(frozen=True, slots=True)
 class PgType:
     """A row of pg_type, as much as conversion needs."""
@@ -169,6 +204,16 @@ class TypeRegistry:
         if found is None:
             found = self._converters[oid] = self._build(oid)
         return found
+
+    def json_in_server(self, oid: int) -> str | None:
+        """The `JSON_IN_SERVER` template for a column of type ``oid`` (domains resolved; enums
+        are text), or None when only the Python converter encodes it exactly."""
+        pg_type = self.base(oid)
+        if pg_type is None:
+            return None
+        if pg_type.kind == "e":
+            return _AS_TEXT
+        return JSON_IN_SERVER.get(pg_type.name) if pg_type.kind == "b" else None
 
     def _build(self, oid: int) -> Converter:
         pg_type = self.base(oid)
