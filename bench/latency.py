@@ -7,8 +7,10 @@ workload commits one transaction every 10 ms, each inserting rate/100 rows whose
 is PostgreSQL's ``clock_timestamp()`` at the insert — the time is written by the workload, inside
 the transaction, so it is a little before the commit and the latency is overstated, never
 understated. An observer opens the DuckDB file read-only every 100 ms (between the loader's
-batches: the sink holds the file only while it writes) and reads the rows that appeared; a row's
-latency is the observation time minus its ``written_at`` — up to one observation interval late.
+batches: the sink holds the file only while it writes; while the loader holds it, the observer
+tries again every 5 ms, as a reader that wants fresh rows would) and reads the rows that
+appeared; a row's latency is the observation time minus its ``written_at`` — up to one
+observation interval late.
 A consumer in this process also reads the change topic, so capture's share (commit to the event
 readable in Kafka) is reported beside the whole.
 
@@ -47,6 +49,8 @@ PIPELINE = "benchlat"
 RATES = (2_000, 10_000)
 WARMUP = 5.0
 TICK = 0.01
+LOOK = 0.1  # how often the observer reads the DuckDB table
+RETRY = 0.005  # how soon it tries again while the loader holds the file
 console = Console()
 
 
@@ -113,12 +117,15 @@ def _observe(
     partitions can land in different batches out of id order, so each look reads from the
     highest id below which every row has been seen."""
     contiguous = 0
+    pause = LOOK
     while not stop.is_set():
-        time.sleep(0.1)
+        time.sleep(pause)
         try:
             conn = duckdb.connect(str(warehouse), read_only=True)
-        except duckdb.Error:  # not created yet, or the loader is writing
+        except duckdb.Error:  # not created yet, or the loader is writing: look again soon
+            pause = RETRY
             continue
+        pause = LOOK
         try:
             rows = conn.execute(
                 f"SELECT id, epoch_us(written_at) FROM {PIPELINE}.events WHERE id > ?",

@@ -206,7 +206,7 @@ def _bigquery_raw(settings: Settings, arrow: pa.Table, rows: int) -> float:
         write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
     )
     start = time.perf_counter()
-    client.load_table_from_file(buffer, f"{dataset}.items", job_config=config).result(600)
+    client.load_table_from_file(buffer, f"{dataset}.items", job_config=config).result(timeout=600)
     elapsed = time.perf_counter() - start
     client.close()  # type: ignore[no-untyped-call]
     return rows / elapsed

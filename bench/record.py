@@ -27,6 +27,7 @@ __all__ = [
     "machine",
     "measure",
     "record",
+    "record_suite",
     "render",
     "rss_budget",
     "show",
@@ -38,6 +39,7 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 JSON_PATH = DOCS / "benchmarks.json"
 MD_PATH = DOCS / "benchmarks.md"
 NOTES_PATH = DOCS / "benchmarks-notes.md"  # hand-written: what bounds each figure
+SUITE_PATH = DOCS / "benchmarks-suite.json"  # the last full suite's wall time, per benchmark
 
 
 @dataclass(frozen=True)
@@ -199,16 +201,35 @@ def record(figures: list[Figure], path: Path = JSON_PATH, md_path: Path = MD_PAT
     ordered = sorted(kept.values(), key=lambda f: f.name)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps([asdict(f) for f in ordered], indent=2) + "\n")
-    md_path.write_text(render(ordered, _notes()))
+    md_path.write_text(render(ordered, _notes(), load_suite()))
+
+
+def load_suite(path: Path = SUITE_PATH) -> dict[str, object] | None:
+    """The last full suite's timings, if one was recorded."""
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def record_suite(seconds: dict[str, float], total: float, path: Path = SUITE_PATH) -> None:
+    """Store how long the full suite and each of its benchmarks took, and re-render."""
+    suite = {
+        "date": datetime.now(UTC).date().isoformat(),
+        "machine": machine(),
+        "total_seconds": round(total, 1),
+        "seconds": {module: round(value, 1) for module, value in seconds.items()},
+    }
+    path.write_text(json.dumps(suite, indent=2) + "\n")
+    MD_PATH.write_text(render(load(), _notes(), suite))
 
 
 def _number(value: float) -> str:
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.3g}"
 
 
-def render(figures: list[Figure], notes: str | None = None) -> str:
-    """docs/benchmarks.md: one table, each figure beside its baseline from the same run,
-    followed by the hand-written notes (docs/benchmarks-notes.md)."""
+def render(
+    figures: list[Figure], notes: str | None = None, suite: dict[str, object] | None = None
+) -> str:
+    """docs/benchmarks.md: one table, each figure beside its baseline from the same run, the
+    last full suite's wall time, then the hand-written notes (docs/benchmarks-notes.md)."""
     lines = [
         "# Benchmarks",
         "",
@@ -236,6 +257,18 @@ def render(figures: list[Figure], notes: str | None = None) -> str:
         lines += ["", "Versions measured with (figures recorded on the dates given):", ""]
         for spelled, dates in sets.items():
             lines.append(f"- {min(dates)}..{max(dates)}: {spelled}")
+    if suite:
+        per = suite["seconds"]
+        assert isinstance(per, dict)
+        spelled = ", ".join(
+            f"{module.removeprefix('bench.')} {value:,.0f} s" for module, value in per.items()
+        )
+        total = float(str(suite["total_seconds"]))
+        lines += [
+            "",
+            f"The last full suite (`make bench`, {suite['date']}, {suite['machine']}) took "
+            f"**{total / 60:.1f} minutes**: {spelled}.",
+        ]
     text = "\n".join(lines) + "\n"
     if notes:
         text += "\n" + notes.strip() + "\n"
@@ -244,11 +277,6 @@ def render(figures: list[Figure], notes: str | None = None) -> str:
 
 def _notes() -> str | None:
     return NOTES_PATH.read_text() if NOTES_PATH.is_file() else None
-
-
-if __name__ == "__main__":
-    MD_PATH.write_text(render(load(), _notes()))
-    print(f"rendered {MD_PATH}")
 
 
 def show(figures: list[Figure]) -> None:
@@ -299,3 +327,8 @@ def command(
     show(figures)
     if not no_record:
         record(figures)
+
+
+if __name__ == "__main__":
+    MD_PATH.write_text(render(load(), _notes(), load_suite()))
+    print(f"rendered {MD_PATH}")

@@ -52,13 +52,16 @@ def open_duckdb(path: Path, wait: float = 120.0) -> duckdb.DuckDBPyConnection:
         SinkUnavailable: it stayed locked for ``wait`` seconds, or cannot be opened.
     """
     deadline = time.monotonic() + wait
+    pause = 0.001
     while True:
         try:
             return duckdb.connect(str(path))
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower() or time.monotonic() > deadline:
                 raise SinkUnavailable(f"cannot open {path}: {exc}") from exc
-            time.sleep(0.05)
+            # A reader holds the file for milliseconds: look again soon, then back off.
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
 
 
 class DuckDBSink(Sink):
