@@ -1,7 +1,8 @@
 """The benchmark suite: every benchmark in turn, each in its own process, each recording its
 figures (beside their same-run baselines) into docs/benchmarks.json and docs/benchmarks.md.
 
-    python -m bench.suite            # make bench: the full suite (about 25 minutes here)
+    python -m bench.suite            # make bench: the full suite (its time per benchmark
+                                     # is recorded: docs/benchmarks-suite.json)
     python -m bench.suite --quick    # make bench-quick: a subset at a tenth of the size,
                                      # figures tagged [quick] (about 3 minutes)
     python -m bench.suite --only bench.latency bench.snapshot_postgres
