@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import ConfigResource, NewTopic
@@ -55,4 +57,8 @@ def test_topic_admin_and_round_trip(settings: Settings, stack: Stack, unique: st
     assert received == sent
 
     admin.delete_topics([topic])[topic].result(timeout=20)
+    # The deletion is acknowledged before every broker's metadata forgets the topic.
+    deadline = time.monotonic() + 30
+    while topic in admin.list_topics(timeout=10).topics and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert topic not in admin.list_topics(timeout=10).topics
