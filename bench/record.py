@@ -20,9 +20,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypedDict
 
 __all__ = [
     "Figure",
+    "SuiteRun",
     "command",
     "machine",
     "measure",
@@ -33,6 +35,7 @@ __all__ = [
     "show",
     "summarize",
     "versions",
+    "write_markdown",
 ]
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -58,6 +61,15 @@ class Figure:
     date: str
     machine: str
     versions: dict[str, str] = field(default_factory=dict)  # what was measured, and with what
+
+
+class SuiteRun(TypedDict):
+    """How long the last full suite took, as stored in docs/benchmarks-suite.json."""
+
+    date: str
+    machine: str
+    total_seconds: float
+    seconds: dict[str, float]  # per benchmark module
 
 
 def machine() -> str:
@@ -201,33 +213,44 @@ def record(figures: list[Figure], path: Path = JSON_PATH, md_path: Path = MD_PAT
     ordered = sorted(kept.values(), key=lambda f: f.name)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps([asdict(f) for f in ordered], indent=2) + "\n")
-    md_path.write_text(render(ordered, _notes(), load_suite()))
+    write_markdown(ordered, md_path)
 
 
-def load_suite(path: Path = SUITE_PATH) -> dict[str, object] | None:
+def load_suite(path: Path = SUITE_PATH) -> SuiteRun | None:
     """The last full suite's timings, if one was recorded."""
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    suite: SuiteRun = json.loads(path.read_text())
+    return suite
 
 
 def record_suite(seconds: dict[str, float], total: float, path: Path = SUITE_PATH) -> None:
     """Store how long the full suite and each of its benchmarks took, and re-render."""
-    suite = {
-        "date": datetime.now(UTC).date().isoformat(),
-        "machine": machine(),
-        "total_seconds": round(total, 1),
-        "seconds": {module: round(value, 1) for module, value in seconds.items()},
-    }
+    suite = SuiteRun(
+        date=datetime.now(UTC).date().isoformat(),
+        machine=machine(),
+        total_seconds=round(total, 1),
+        seconds={module: round(value, 1) for module, value in seconds.items()},
+    )
     path.write_text(json.dumps(suite, indent=2) + "\n")
-    MD_PATH.write_text(render(load(), _notes(), suite))
+    write_markdown(suite_path=path)
+
+
+def write_markdown(
+    figures: list[Figure] | None = None, md_path: Path = MD_PATH, suite_path: Path = SUITE_PATH
+) -> None:
+    """Render docs/benchmarks.md from ``figures`` (the recorded ones by default), the last
+    suite's timings and the hand-written notes."""
+    md_path.write_text(
+        render(load() if figures is None else figures, _notes(), load_suite(suite_path))
+    )
 
 
 def _number(value: float) -> str:
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.3g}"
 
 
-def render(
-    figures: list[Figure], notes: str | None = None, suite: dict[str, object] | None = None
-) -> str:
+def render(figures: list[Figure], notes: str | None = None, suite: SuiteRun | None = None) -> str:
     """docs/benchmarks.md: one table, each figure beside its baseline from the same run, the
     last full suite's wall time, then the hand-written notes (docs/benchmarks-notes.md)."""
     lines = [
@@ -258,12 +281,11 @@ def render(
         for spelled, dates in sets.items():
             lines.append(f"- {min(dates)}..{max(dates)}: {spelled}")
     if suite:
-        per = suite["seconds"]
-        assert isinstance(per, dict)
         spelled = ", ".join(
-            f"{module.removeprefix('bench.')} {value:,.0f} s" for module, value in per.items()
+            f"{module.removeprefix('bench.')} {value:,.0f} s"
+            for module, value in suite["seconds"].items()
         )
-        total = float(str(suite["total_seconds"]))
+        total = suite["total_seconds"]
         lines += [
             "",
             f"The last full suite (`make bench`, {suite['date']}, {suite['machine']}) took "
@@ -330,5 +352,5 @@ def command(
 
 
 if __name__ == "__main__":
-    MD_PATH.write_text(render(load(), _notes(), load_suite()))
+    write_markdown()
     print(f"rendered {MD_PATH}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench.record import measure, record
+from bench.record import SuiteRun, load_suite, measure, record, write_markdown
 
 
 def test_measure_alternates_and_orients_the_ratio() -> None:
@@ -45,3 +45,18 @@ def test_record_replaces_by_name_and_renders(tmp_path: Path) -> None:
     assert stored[0]["versions"]["python"] and "Versions measured with" in md_path.read_text()
     markdown = md_path.read_text()
     assert "| capture rows/s | 95 rows/s | pg_recvlogical | 100 rows/s | 0.95x |" in markdown
+
+
+def test_the_last_suite_is_rendered_under_the_table(tmp_path: Path) -> None:
+    suite_path, md_path = tmp_path / "suite.json", tmp_path / "bench.md"
+    run = SuiteRun(
+        date="2026-12-02",
+        machine="test",
+        total_seconds=1500.0,
+        seconds={"bench.capture_postgres": 600.0, "bench.load": 900.0},
+    )
+    suite_path.write_text(json.dumps(run))
+    assert load_suite(suite_path) == run
+    assert load_suite(tmp_path / "missing.json") is None
+    write_markdown([], md_path, suite_path)
+    assert "took **25.0 minutes**: capture_postgres 600 s, load 900 s." in md_path.read_text()
