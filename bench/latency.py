@@ -2,15 +2,15 @@
 current-state table, at steady rates.
 
 The pipeline runs as in production: ``sluiceway capture run`` and ``sluiceway load run`` (DuckDB,
-current state, 0.1 s micro-batches) in their own processes. The
-workload commits one transaction every 10 ms, each inserting rate/100 rows whose ``written_at``
-is PostgreSQL's ``clock_timestamp()`` at the insert — the time is written by the workload, inside
-the transaction, so it is a little before the commit and the latency is overstated, never
-understated. An observer opens the DuckDB file read-only every 100 ms (between the loader's
-batches: the sink holds the file only while it writes; while the loader holds it, the observer
-tries again every 5 ms, as a reader that wants fresh rows would) and reads the rows that
-appeared; a row's latency is the observation time minus its ``written_at`` — up to one
-observation interval late.
+current state, 0.1 s micro-batches) in their own processes. The workload commits one transaction
+every 10 ms, each inserting rate/100 rows whose ``written_at`` is PostgreSQL's
+``clock_timestamp()`` at the insert — the time is written by the workload, inside the transaction,
+so it is a little before the commit and the latency is overstated, never understated. An observer
+process attaches the DuckDB file read-only every 100 ms (between the loader's batches: the sink
+holds the file only while it writes, and leaves it free for 10 ms between batches that come back to
+back; while the loader holds it, the observer tries again every 5 ms, as a reader that wants fresh
+rows would) and reads the rows that appeared; a row's latency is the observation time minus its
+``written_at`` — up to one observation interval late.
 A consumer in this process also reads the change topic, so capture's share (commit to the event
 readable in Kafka) is reported beside the whole.
 
@@ -23,6 +23,7 @@ runs.
 
 from __future__ import annotations
 
+import multiprocessing
 import signal
 import subprocess
 import sys
@@ -31,6 +32,7 @@ import threading
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import orjson
@@ -39,7 +41,9 @@ from rich.console import Console
 
 from bench.process import fresh_database, start_capture, write_spec
 from bench.record import Figure, command, summarize
+from loaders.duckdb.sink import attached
 from sluiceway.connect import postgres_connection
+from sluiceway.errors import SinkUnavailable
 from sluiceway.settings import Settings
 
 __all__ = ["main"]
@@ -110,40 +114,42 @@ def _write(
     return last
 
 
-def _observe(
-    warehouse: Path, stop: threading.Event, seen: dict[int, float], errors: list[str]
-) -> None:
-    """Every 100 ms: the rows that appeared, with their latency in seconds. Rows of different
-    partitions can land in different batches out of id order, so each look reads from the
-    highest id below which every row has been seen."""
+def _observe(warehouse: Path, stop: Any, count: Any, results: Any) -> None:
+    """The observer, in a process of its own (a reader thread in this process waits on the
+    GIL behind the Kafka watcher and the workload, and misses the loader's gaps between
+    batches). Every 100 ms: the rows that appeared, with their latency in seconds; ``count``
+    says how many so far, and ``results`` gets ``(seen, errors)`` once ``stop`` is set. Rows
+    of different partitions can land in different batches out of id order, so each look reads
+    from the highest id below which every row has been seen."""
+    seen: dict[int, float] = {}
+    errors: list[str] = []
     contiguous = 0
     pause = LOOK
     while not stop.is_set():
         time.sleep(pause)
         try:
-            conn = duckdb.connect(str(warehouse), read_only=True)
-        except duckdb.Error:  # not created yet, or the loader is writing: look again soon
+            with attached(warehouse, wait=0) as conn:
+                rows = conn.execute(
+                    f"SELECT id, epoch_us(written_at) FROM {PIPELINE}.events WHERE id > ?",
+                    [contiguous],
+                ).fetchall()
+        except SinkUnavailable:  # not created yet, or the loader is writing: look again soon
             pause = RETRY
             continue
-        pause = LOOK
-        try:
-            rows = conn.execute(
-                f"SELECT id, epoch_us(written_at) FROM {PIPELINE}.events WHERE id > ?",
-                [contiguous],
-            ).fetchall()
         except duckdb.CatalogException:
             rows = []
         except duckdb.Error as exc:
             errors.append(str(exc))
             rows = []
-        finally:
-            conn.close()
+        pause = LOOK
         now = time.time()
         for key, written in rows:
             if key not in seen:
                 seen[key] = now - written / 1e6
         while contiguous + 1 in seen:
             contiguous += 1
+        count.value = len(seen)
+    results.put((seen, errors))
 
 
 def _watch_kafka(
@@ -195,9 +201,9 @@ def _one(settings: Settings, directory: Path, seconds: float) -> dict[int, dict[
     capture = start_capture(spec, "streaming from slot")
     loader = _loader(spec)
     stop = threading.Event()
-    seen: dict[int, float] = {}
-    errors: list[str] = []
-    observer = threading.Thread(target=_observe, args=(warehouse, stop, seen, errors))
+    spawn = multiprocessing.get_context("spawn")
+    observed, count, results = spawn.Event(), spawn.Value("q", 0), spawn.Queue()
+    observer = spawn.Process(target=_observe, args=(warehouse, observed, count, results))
     observer.start()
     in_kafka: dict[int, float] = {}
     assigned = threading.Event()
@@ -212,30 +218,34 @@ def _one(settings: Settings, directory: Path, seconds: float) -> dict[int, dict[
             first, last = last, _write(settings, rate, seconds, stop, after=last)
             ranges[rate] = range(first + 1, last + 1)
         deadline = time.monotonic() + 120
-        while len(seen) < last:
+        while count.value < last:
             if time.monotonic() > deadline or capture.poll() is not None or loader.poll():
-                raise RuntimeError(f"{last - len(seen):,} rows never reached DuckDB; {errors[-3:]}")
+                break
             time.sleep(0.1)
     finally:
         stop.set()
+        observed.set()
+        seen, errors = results.get(timeout=60) if observer.is_alive() else ({}, ["observer died"])
         observer.join(30)
         kafka.join(30)
         for proc in (loader, capture):
             proc.send_signal(signal.SIGTERM)
         for proc in (loader, capture):
             proc.wait(60)
-    results = {}
+    if len(seen) < last:
+        raise RuntimeError(f"{last - len(seen):,} rows never reached DuckDB; {errors[-3:]}")
+    figures = {}
     for rate, ids in ranges.items():
         measured = [seen[i] for i in ids]
         captured = [in_kafka[i] for i in ids if i in in_kafka]
-        results[rate] = {
+        figures[rate] = {
             "p50": _percentile(measured, 0.50),
             "p99": _percentile(measured, 0.99),
             "max": max(measured),
             "kafka p50": _percentile(captured, 0.50),
             "kafka p99": _percentile(captured, 0.99),
         }
-    return results
+    return figures
 
 
 def run(settings: Settings, seconds: int, runs: int) -> list[Figure]:

@@ -31,7 +31,7 @@ from dagster import (
     define_asset_job,
 )
 
-from loaders.duckdb.sink import open_duckdb
+from loaders.duckdb.sink import attached
 from loaders.parity import compare
 from loaders.sql import q
 from loaders.targets import open_sink
@@ -116,11 +116,9 @@ def _target_rows(
     index = [columns.index(k) for k in keys]
     rows: Iterable[tuple[Any, ...]]
     if isinstance(target, DuckDBTarget):
-        conn = open_duckdb(target.path or settings.state_dir / "warehouse.duckdb")
-        try:
+        path = target.path or settings.state_dir / "warehouse.duckdb"
+        with attached(path) as conn:
             rows = conn.execute(sql).fetchall()  # the file is released before comparing
-        finally:
-            conn.close()
         for row in rows:
             yield tuple(row[i] for i in index), tuple(row)
         return
