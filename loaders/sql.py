@@ -134,6 +134,14 @@ def current_state(
     applied, upserts = f"applied{suffix}", f"upserts{suffix}"
     key_columns = [c for c in columns if c.key]
     keys = " AND ".join(f"{dialect.cast(c, 's.' + q(c.name))} = t.{q(c.name)}" for c in key_columns)
+    # ``applied`` carries its keys cast once: a join on a cast of the staged text hides the
+    # batch's key range from the engine, which then reads the whole table (DuckDB: a delete of
+    # 1,300 keys from a 700k-row table took 27 ms with the cast against 1 ms without).
+    typed = {q(f"__key_{i}"): c for i, c in enumerate(key_columns)}
+    typed_keys = " AND ".join(f"s.{k} = t.{q(c.name)}" for k, c in typed.items())
+    typed_values = ", ".join(
+        f"{dialect.cast(c, 's.' + q(c.name))} AS {k}" for k, c in typed.items()
+    )
     newer = (
         f"(s.__commit_lsn > t.{POSITION[0]} OR "
         f"(s.__commit_lsn = t.{POSITION[0]} AND s.__lsn > t.{POSITION[1]}))"
@@ -145,25 +153,25 @@ def current_state(
     )
     names = ", ".join(q(c.name) for c in columns)
     key_names = ", ".join(q(c.name) for c in key_columns)
-    key_values = ", ".join(dialect.cast(c, "s." + q(c.name)) for c in key_columns)
     position = f"{POSITION[0]}, {POSITION[1]}"
     return [
         *dialect.temp_table(
             applied,
-            f"SELECT s.* FROM {staged} s "
+            f"SELECT s.*, {typed_values} FROM {staged} s "
             f"WHERE NOT EXISTS (SELECT 1 FROM {target} t WHERE {keys} AND NOT {newer}) "
             f"AND NOT EXISTS (SELECT 1 FROM {guard} t WHERE {keys} AND NOT {newer})",
         ),
         *dialect.temp_table(
             upserts,
             f"SELECT {values}, s.__commit_lsn, s.__lsn FROM {applied} s "
-            f"LEFT JOIN {target} t ON {keys} WHERE s.__op <> 'd'",
+            f"LEFT JOIN {target} t ON {typed_keys} WHERE s.__op <> 'd'",
         ),
-        f"DELETE FROM {target} t WHERE EXISTS (SELECT 1 FROM {applied} s WHERE {keys})",
-        f"DELETE FROM {guard} t WHERE EXISTS (SELECT 1 FROM {applied} s WHERE {keys})",
+        f"DELETE FROM {target} t WHERE EXISTS (SELECT 1 FROM {applied} s WHERE {typed_keys})",
+        f"DELETE FROM {guard} t WHERE EXISTS (SELECT 1 FROM {applied} s WHERE {typed_keys})",
         f"INSERT INTO {target} ({names}, {position}) SELECT * FROM {upserts}",
         f"INSERT INTO {guard} ({key_names}, {position}) "
-        f"SELECT {key_values}, s.__commit_lsn, s.__lsn FROM {applied} s WHERE s.__op = 'd'",
+        f"SELECT {', '.join('s.' + k for k in typed)}, s.__commit_lsn, s.__lsn "
+        f"FROM {applied} s WHERE s.__op = 'd'",
     ]
 
 

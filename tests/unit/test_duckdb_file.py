@@ -69,3 +69,24 @@ def test_a_look_fails_fast_while_another_process_writes(tmp_path: Path) -> None:
         holder.communicate("")
     with attached(path, wait=5) as conn:  # released: the look gets in
         assert conn.execute("SELECT 42").fetchall() == [(42,)]
+
+
+def test_a_write_by_another_process_in_between_is_noticed(tmp_path: Path) -> None:
+    """What the sink caches about the tables (their columns) holds only while no other
+    process wrote the file; a look by another process does not count."""
+    path = tmp_path / "w.duckdb"
+    file = _Attachment(path)
+    file.attach().execute("CREATE TABLE t AS SELECT 1 AS n")
+    assert not file.unchanged  # never left before
+    file.detach()
+    with attached(path) as conn:
+        assert conn.execute("SELECT n FROM t").fetchall() == [(1,)]
+    file.attach()
+    assert file.unchanged
+    file.detach()
+    other = duckdb.connect(str(path))
+    other.execute("ALTER TABLE t ADD COLUMN m INTEGER")
+    other.close()
+    file.attach()
+    assert not file.unchanged
+    file.close()
