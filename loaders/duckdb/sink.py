@@ -187,11 +187,12 @@ def attached(
     alias = f"look{next(_looks)}"
     option = " (READ_ONLY)" if read_only else ""
     _lock_wait(lambda: host.execute(f"ATTACH {_literal(path)} AS {alias}{option}"), path, wait)
+    before = host.execute("SELECT current_database()").fetchall()[0][0]  # a look around a look
     try:
         host.execute(f"USE {alias}")
         yield host
     finally:
-        host.execute("USE memory")
+        host.execute(f"USE {before}")
         host.execute(f"DETACH {alias}")
 
 

@@ -76,17 +76,30 @@ def test_a_write_by_another_process_in_between_is_noticed(tmp_path: Path) -> Non
     process wrote the file; a look by another process does not count."""
     path = tmp_path / "w.duckdb"
     file = _Attachment(path)
+    seen = []  # whether the file was as this process left it, at each attach
     file.attach().execute("CREATE TABLE t AS SELECT 1 AS n")
-    assert not file.unchanged  # never left before
+    seen.append(file.unchanged)  # never left before
     file.detach()
     with attached(path) as conn:
         assert conn.execute("SELECT n FROM t").fetchall() == [(1,)]
     file.attach()
-    assert file.unchanged
+    seen.append(file.unchanged)  # only looked at
     file.detach()
     other = duckdb.connect(str(path))
     other.execute("ALTER TABLE t ADD COLUMN m INTEGER")
     other.close()
     file.attach()
-    assert not file.unchanged
+    seen.append(file.unchanged)  # written by another process
     file.close()
+    assert seen == [False, True, False]
+
+
+def test_a_look_inside_a_look_leaves_the_outer_one_in_place(tmp_path: Path) -> None:
+    for name, value in (("a", 1), ("b", 2)):
+        conn = duckdb.connect(str(tmp_path / f"{name}.duckdb"))
+        conn.execute(f"CREATE TABLE t AS SELECT {value} AS n")
+        conn.close()
+    with attached(tmp_path / "a.duckdb") as outer:
+        with attached(tmp_path / "b.duckdb") as inner:
+            assert inner.execute("SELECT n FROM t").fetchall() == [(2,)]
+        assert outer.execute("SELECT n FROM t").fetchall() == [(1,)]
