@@ -23,6 +23,7 @@ from rich.console import Console
 from bench.load import PREFIX, _load, _produce
 from bench.record import Figure, command, summarize
 from loaders.duckdb import DuckDBSink
+from loaders.runner import FETCH
 from sluiceway.settings import Settings
 
 __all__ = ["main"]
@@ -38,10 +39,8 @@ def _bare(settings: Settings) -> float:
             **settings.kafka.client_config(),
             "group.id": f"bare-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
-            "fetch.min.bytes": 1_000_000,
-            "fetch.wait.max.ms": 100,
-            "max.partition.fetch.bytes": 16_777_216,
-            "queued.max.messages.kbytes": 262_144,
+            "isolation.level": "read_committed",
+            **FETCH,
         }
     )
     partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
