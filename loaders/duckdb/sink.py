@@ -8,6 +8,11 @@ none of that is expressible in dlt's merge. DuckDB does it in a few set-based st
 Batches are staged in this database itself (`loaders.staging`: DuckDB parses the raw Kafka
 values, Python touches each record only to group it by table), then applied with the
 statements every SQL target shares, in one transaction with the offsets.
+
+The file is shared with other processes between batches (DuckDB lets one process at a time
+open a file for writing, and none read it meanwhile): it is attached to a long-lived in-memory
+instance for each batch (`_Attachment`), readers get a turn between back-to-back batches
+(`READERS_TURN`), and `attached` gives another process a cheap look.
 """
 
 from __future__ import annotations
@@ -60,8 +65,8 @@ A loader that re-attaches the file the moment it detached it — whenever the ne
 already waiting, as under a steady 10,000 changes/s — would leave a reader (the latency
 benchmark's, polling every 5 ms) locked out for seconds at a time; measured: gaps of 1.7 s
 between two successful looks, which were the whole p99 of the end-to-end latency. A pause of
-10 ms guarantees every reader polling at that rate a look between batches, for about a tenth
-of the batch's own time.
+10 ms gives a reader polling every 5 ms a look between any two batches; it costs only when
+batches come back to back, 10-20% of a batch's own time at that rate.
 """
 
 
