@@ -275,13 +275,20 @@ class Processing:
             self._outputs[spec.name] = self._build(spec)
 
     # --- shapes -----------------------------------------------------------------------------
-    def table_schema(self, qualified: str) -> TableSchema:
-        """The newest shape capture published for ``schema.table``."""
+    def table_schema(self, qualified: str, wait: float = 30.0) -> TableSchema:
+        """The newest shape capture published for ``schema.table``, waiting up to ``wait``
+        seconds for it: a processor started with capture may look before capture's first
+        shape is readable (on a fresh broker, its topic is still being created)."""
         schema, _, table = qualified.partition(".")
-        self.schemas._read()
-        found = [
-            s for s in self.schemas._schemas.values() if (s.schema, s.table) == (schema, table)
-        ]
+        deadline = time.monotonic() + wait
+        while True:
+            self.schemas._read()
+            found = [
+                s for s in self.schemas._schemas.values() if (s.schema, s.table) == (schema, table)
+            ]
+            if found or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         if not found:
             raise ConfigError(f"no shape of {qualified} in {self.schemas.topic}: run capture first")
         shape = found[-1]

@@ -83,7 +83,11 @@ PROCESSORS = [
 
 
 def _committed(settings: Settings, topic: str) -> list[tuple[bytes | None, dict[str, Any]]]:
-    """Every committed record of a transactional topic (read_committed, until quiet)."""
+    """Every committed record of a transactional topic (read_committed, until quiet).
+
+    The first record may take a while: up to 10 s after the partitions are assigned (joining a
+    new group waits out the broker's initial rebalance delay, and a busy processor commits its
+    transaction at the next checkpoint); then until 3 s pass without one."""
     consumer = Consumer(
         {
             **settings.kafka.client_config(),
@@ -92,11 +96,15 @@ def _committed(settings: Settings, topic: str) -> list[tuple[bytes | None, dict[
             "isolation.level": "read_committed",
         }
     )
-    consumer.subscribe([topic])
+    assigned: list[float] = []
+    consumer.subscribe([topic], on_assign=lambda *_: assigned.append(time.monotonic()))
     records = []
-    quiet = time.monotonic() + 8
-    while time.monotonic() < quiet:
+    quiet: float | None = None
+    give_up = time.monotonic() + 60  # never assigned
+    while time.monotonic() < (quiet if quiet is not None else give_up):
         msg = consumer.poll(0.5)
+        if quiet is None and assigned:
+            quiet = assigned[0] + 10
         if msg is not None and msg.error() is None:
             records.append((msg.key(), orjson.loads(msg.value())))
             quiet = time.monotonic() + 3
