@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -56,18 +57,37 @@ class SchemaCatalog:
         finally:
             consumer.close()
 
+    def _wait(self, find: Callable[[], TableSchema | None], timeout: float) -> TableSchema | None:
+        """``find()`` over what was read, re-reading the topic every 0.5 s until it gives a
+        shape or ``timeout`` seconds pass."""
+        deadline = time.monotonic() + timeout
+        found = find()
+        while found is None and time.monotonic() <= deadline:
+            self._read()
+            found = find()
+            if found is None:
+                time.sleep(0.5)
+        return found
+
     def get(self, schema_id: str, timeout: float = 30.0) -> TableSchema:
         """The shape ``schema_id`` names, waiting for it to appear if need be.
 
         Raises:
             SinkFatal: it did not appear within ``timeout`` seconds.
         """
-        deadline = time.monotonic() + timeout
-        while schema_id not in self._schemas:
-            self._read()
-            if schema_id in self._schemas:
-                break
-            if time.monotonic() > deadline:
-                raise SinkFatal(f"schema {schema_id} is not in {self.topic}; is capture running?")
-            time.sleep(0.5)
-        return self._schemas[schema_id]
+        found = self._wait(lambda: self._schemas.get(schema_id), timeout)
+        if found is None:
+            raise SinkFatal(f"schema {schema_id} is not in {self.topic}; is capture running?")
+        return found
+
+    def latest(self, schema: str, table: str, timeout: float = 30.0) -> TableSchema | None:
+        """The newest shape of ``schema.table`` in the topic (read again first), waiting up to
+        ``timeout`` seconds for one: a processor started with capture may look before capture's
+        first shape is readable (on a fresh broker, its topic is still being created)."""
+        self._read()
+
+        def newest() -> TableSchema | None:
+            found = [s for s in self._schemas.values() if (s.schema, s.table) == (schema, table)]
+            return found[-1] if found else None
+
+        return self._wait(newest, timeout)

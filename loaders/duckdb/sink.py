@@ -117,19 +117,31 @@ class _Attachment:
     batches, a reader that looks every 100 ms — keeps one instance and attaches the file.
     """
 
-    def __init__(self, path: Path, *, read_only: bool = False, turn: float = 0.0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        read_only: bool = False,
+        turn: float = 0.0,
+        host: duckdb.DuckDBPyConnection | None = None,
+        alias: str = "target",
+    ) -> None:
         """``turn``: how long the file stays free after a detach before this process attaches
-        it again (see `DuckDBSink`)."""
+        it again (see `DuckDBSink`). ``host``: an instance to attach to (shared with other
+        attachments under other aliases), else one of its own."""
         self.path = path
         self.read_only = read_only
         self.turn = turn
+        self.alias = alias
         # One DuckDB thread: the loader reads Kafka on another core meanwhile, and batches of
         # a few thousand rows gain nothing from a second thread that must be woken for every
         # statement. Measured on 2 cores: a batch of ~1,100 rows at 10,000 changes/s took
         # 51-66 ms against 130-170 ms with two threads, and a 300k-row bounded load ran at
         # 99k rows/s against 93k.
-        self.host = duckdb.connect(":memory:", config={"threads": 1})
+        self._own = host is None
+        self.host = duckdb.connect(":memory:", config={"threads": 1}) if host is None else host
         self.attached = False
+        self._before = "memory"  # the database in use before the attach, restored after
         self._detached = -turn
         self._left: tuple[int, int, bool] | None = None  # the file as this process left it
         self.unchanged = False  # since this process last detached it (see `attach`)
@@ -140,13 +152,11 @@ class _Attachment:
             pause = self._detached + self.turn - time.monotonic()
             if pause > 0:
                 time.sleep(pause)
-            option = " (READ_ONLY)" if self.read_only else f" (ROW_GROUP_SIZE {ROW_GROUP_ROWS})"
-            _lock_wait(
-                lambda: self.host.execute(f"ATTACH {_literal(self.path)} AS target{option}"),
-                self.path,
-                wait,
-            )
-            self.host.execute("USE target")
+            option = "READ_ONLY" if self.read_only else f"ROW_GROUP_SIZE {ROW_GROUP_ROWS}"
+            statement = f"ATTACH {_literal(self.path)} AS {self.alias} ({option})"
+            _lock_wait(lambda: self.host.execute(statement), self.path, wait)
+            self._before = self.host.execute("SELECT current_database()").fetchall()[0][0]
+            self.host.execute(f"USE {self.alias}")
             self.attached = True
             # Taken under the lock: whether another process wrote the file in between (a
             # look does not touch it; a write changes its time or size, or leaves a WAL).
@@ -160,18 +170,20 @@ class _Attachment:
     def detach(self) -> None:
         """Checkpoint and let other processes open the file."""
         if self.attached:
-            self.host.execute("USE memory")
-            self.host.execute("DETACH target")
+            self.host.execute(f"USE {self._before}")
+            self.host.execute(f"DETACH {self.alias}")
             self.attached = False
             self._detached = time.monotonic()
             self._left = self._stamp()
 
     def close(self) -> None:
         self.detach()
-        self.host.close()
+        if self._own:
+            self.host.close()
 
 
 _readers = threading.local()
+_looks = itertools.count()
 
 
 @contextlib.contextmanager
@@ -180,7 +192,8 @@ def attached(
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """A connection to the DuckDB file at ``path`` for one look, released on leaving.
 
-    Each thread keeps one in-memory DuckDB instance to attach files to (see `_Attachment`).
+    Each thread keeps one in-memory DuckDB instance to attach files to (see `_Attachment`);
+    a look inside another look attaches under its own alias and leaves the outer one in use.
 
     Raises:
         SinkUnavailable: another process held the file for ``wait`` seconds.
@@ -189,19 +202,12 @@ def attached(
     if host is None:
         # One thread, as the sink's (`_Attachment`): a look is small and the caller's own.
         host = _readers.host = duckdb.connect(":memory:", config={"threads": 1})
-    alias = f"look{next(_looks)}"
-    option = " (READ_ONLY)" if read_only else ""
-    _lock_wait(lambda: host.execute(f"ATTACH {_literal(path)} AS {alias}{option}"), path, wait)
-    before = host.execute("SELECT current_database()").fetchall()[0][0]  # a look around a look
+    look = _Attachment(path, read_only=read_only, host=host, alias=f"look{next(_looks)}")
+    conn = look.attach(wait)
     try:
-        host.execute(f"USE {alias}")
-        yield host
+        yield conn
     finally:
-        host.execute(f"USE {before}")
-        host.execute(f"DETACH {alias}")
-
-
-_looks = itertools.count()
+        look.detach()
 
 
 class DuckDBSink(Sink):
@@ -218,6 +224,7 @@ class DuckDBSink(Sink):
         self.schema = schema
         self.shared = shared
         self._file = _Attachment(path, turn=READERS_TURN if shared else 0.0)
+        self.stager = Stager(self._file.host)  # stages in the instance the file is attached to
         self._conn: duckdb.DuckDBPyConnection | None = None
         self._columns: dict[str, dict[str, str]] = {}
         self.views = Scd2Views(_DIALECT)
@@ -233,7 +240,6 @@ class DuckDBSink(Sink):
         """The open connection (opened on use; waits while another process holds the file)."""
         if self._conn is None:
             self._conn = self._file.attach()
-            self.stager = Stager(self._conn)
             if not self._file.unchanged:
                 self._columns.clear()  # another process may have evolved the tables since
         return self._conn

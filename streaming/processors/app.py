@@ -277,21 +277,11 @@ class Processing:
     # --- shapes -----------------------------------------------------------------------------
     def table_schema(self, qualified: str, wait: float = 30.0) -> TableSchema:
         """The newest shape capture published for ``schema.table``, waiting up to ``wait``
-        seconds for it: a processor started with capture may look before capture's first
-        shape is readable (on a fresh broker, its topic is still being created)."""
+        seconds for one (`SchemaCatalog.latest`)."""
         schema, _, table = qualified.partition(".")
-        deadline = time.monotonic() + wait
-        while True:
-            self.schemas._read()
-            found = [
-                s for s in self.schemas._schemas.values() if (s.schema, s.table) == (schema, table)
-            ]
-            if found or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
-        if not found:
+        shape = self.schemas.latest(schema, table, wait)
+        if shape is None:
             raise ConfigError(f"no shape of {qualified} in {self.schemas.topic}: run capture first")
-        shape = found[-1]
         for column in shape.columns:
             self._column_types.setdefault(column.name, column)
         return shape
