@@ -31,7 +31,7 @@ from loaders.sql import staged_values
 from sluiceway.errors import BadRecords
 from streaming.events import TableSchema
 
-__all__ = ["Stager", "raw_select"]
+__all__ = ["Stager", "latest_select", "raw_select"]
 
 _STAGE_TYPES = {
     "__op": pa.string(), "__commit_lsn": pa.int64(), "__lsn": pa.int64(),
@@ -50,11 +50,14 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def raw_select(schema: TableSchema, raw: str, latest: bool) -> str:
+def raw_select(schema: TableSchema, raw: str) -> str:
     """SQL turning raw envelopes (``raw``: ``__partition``, ``__offset``, ``__value``) into the
-    staged shape. ``latest`` keeps only the newest change of each key, by position. A record
-    that is not a change event stays in with a NULL ``__op``, and ``__python`` marks the
-    records the Python path must take."""
+    staged shape, every change of the batch. A record that is not a change event stays in with
+    a NULL ``__op``, and ``__python`` marks the records the Python path must take.
+
+    The parsed envelopes are a materialized CTE: referenced once per column, a plain subquery
+    had DuckDB run ``json_transform`` more than once per record (100k envelopes of 5 columns:
+    176 ms against 108 ms)."""
     columns = schema.columns
     row = {c.name: "VARCHAR" for c in columns}
     structure = {
@@ -72,21 +75,38 @@ def raw_select(schema: TableSchema, raw: str, latest: bool) -> str:
         f"ELSE x.after.{_quote(c.name)} END AS {_quote(c.name)}"
         for c in columns
     )
-    select = (
+    return (
+        "WITH parsed AS MATERIALIZED (SELECT __partition, __offset, "
+        f"json_transform(__value, '{spec}') AS x FROM {raw}) "
         f"SELECT {values}, x.op AS __op, COALESCE(x.source.commit_lsn, 0) AS __commit_lsn, "
         "COALESCE(x.source.lsn, 0) AS __lsn, CAST([] AS VARCHAR[]) AS __unchanged, "
         "__partition, __offset, COALESCE(x.source.ts_ms, x.ts_ms, 0) AS __ts_ms, "
         'x.unchanged IS NOT NULL OR x."schema" IS NOT NULL AS __python '
-        f"FROM (SELECT __partition, __offset, json_transform(__value, '{spec}') AS x "
-        f"FROM {raw}) WHERE x.op IS DISTINCT FROM 't'"
+        "FROM parsed WHERE x.op IS DISTINCT FROM 't'"
     )
-    if not latest:
-        return select
-    keys = ", ".join(_quote(c.name) for c in columns if c.key)
+
+
+def _keys(schema: TableSchema) -> str:
+    return ", ".join(_quote(c.name) for c in schema.columns if c.key)
+
+
+def latest_select(schema: TableSchema, staged: str) -> str:
+    """SQL keeping only the newest change of each key of ``staged``, by position."""
     return (
-        f"SELECT * FROM ({select}) QUALIFY row_number() OVER (PARTITION BY {keys} "
+        f"SELECT * FROM {staged} QUALIFY row_number() OVER (PARTITION BY {_keys(schema)} "
         "ORDER BY __commit_lsn DESC, __lsn DESC, __partition DESC, __offset DESC) = 1"
     )
+
+
+def _text(values: list[bytes]) -> pa.Array | None:
+    """Kafka values as one Arrow string array, or None where one is not UTF-8 (the Python path
+    then names it). Built as binary and cast: the cast checks UTF-8 in one pass over the
+    buffer, where converting each value to a string does it per object (100k envelopes: 11 ms
+    against 89 ms, all of it holding the GIL the reading thread needs)."""
+    try:
+        return pa.array(values, pa.binary()).cast(pa.string())
+    except pa.ArrowInvalid:
+        return None
 
 
 class Stager:
@@ -103,21 +123,21 @@ class Stager:
             BadRecords: naming the records that are not change events.
         """
         raw = table.raw
-        if raw is not None and not raw.parse_in_python:
+        values = None if raw is None or raw.parse_in_python else _text(raw.values)
+        if raw is not None and values is not None:
             self.conn.register(
                 "raw",
                 pa.table(
                     {
                         "__partition": pa.array(raw.partitions, pa.int32()),
                         "__offset": pa.array(raw.offsets, pa.int64()),
-                        "__value": pa.array(raw.values, pa.string()),
+                        "__value": values,
                     }
                 ),
             )
             try:
                 self.conn.execute(
-                    "CREATE OR REPLACE TEMP TABLE staged AS "
-                    + raw_select(table.schema, "raw", latest)
+                    "CREATE OR REPLACE TEMP TABLE staged AS " + raw_select(table.schema, "raw")
                 )
                 parsed = True
             except duckdb.Error:
@@ -129,7 +149,7 @@ class Stager:
                 found = self.conn.execute(_CHECK).fetchall()
                 if not found:
                     self.conn.execute("ALTER TABLE staged DROP COLUMN __python")
-                    return int(self.conn.execute("SELECT count(*) FROM staged").fetchall()[0][0])
+                    return self._newest(table.schema) if latest else self._count()
                 bad = [
                     (raw.topic, p, o, "not a change event") for p, o, python in found if not python
                 ]
@@ -144,6 +164,24 @@ class Stager:
         self.conn.execute("CREATE OR REPLACE TEMP TABLE staged AS SELECT * FROM parsed")
         self.conn.unregister("parsed")
         return len(changes)
+
+    def _count(self) -> int:
+        return int(self.conn.execute("SELECT count(*) FROM staged").fetchall()[0][0])
+
+    def _newest(self, schema: TableSchema) -> int:
+        """Keep the newest change of each key in ``staged``; the row count. Most batches
+        change each key once (a snapshot, inserts, a replay of them): the window runs only
+        where a key repeats (a 100k-row batch: 4 ms to check against 58 ms to rank)."""
+        keys = _keys(schema)
+        rows, distinct = self.conn.execute(
+            f"SELECT count(*), count(DISTINCT ({keys})) FROM staged"
+        ).fetchall()[0]
+        if rows == distinct:
+            return int(rows)
+        self.conn.execute(
+            "CREATE OR REPLACE TEMP TABLE staged AS " + latest_select(schema, "staged")
+        )
+        return self._count()
 
     def arrow(self, unchanged: str = "__unchanged") -> pa.Table:
         """``staged`` as Arrow, with ``__unchanged`` replaced by the SQL expression given."""
