@@ -4,8 +4,9 @@ The replay is what a backfill does: `Loader.load_window` over the whole window o
 3-partition topic of 1,000,000 insert events (the same topic `bench.load` writes), into a fresh
 DuckDB current-state table — offsets found by time, read, staged, applied with the position
 guard, offsets stored with the rows. The baseline is a bare confluent-kafka consumer reading the
-same window (assigned partitions, end offsets known, the loader's fetch settings) and doing
-nothing with the records: how fast Python can read the window at all.
+same window (assigned partitions, end offsets known, the loader's fetch settings and its
+interpreter tuning) and doing nothing with the records: how fast Python can read the window
+at all.
 
     python -m bench.replay [--events 1000000] [--runs 3]
 """
@@ -23,7 +24,7 @@ from rich.console import Console
 from bench.load import PREFIX, _load, _produce
 from bench.record import Figure, command, summarize
 from loaders.duckdb import DuckDBSink
-from loaders.runner import FETCH
+from loaders.runner import FETCH, interpreter_tuned
 from sluiceway.settings import Settings
 
 __all__ = ["main"]
@@ -51,14 +52,15 @@ def _bare(settings: Settings) -> float:
     consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
     left = {p for p, end in ends.items() if end > 0}
     read = 0
-    started = time.perf_counter()
-    while left:
-        for message in consumer.consume(100_000, 1.0):
-            if message.error() is None:
-                read += 1
-                if message.offset() + 1 >= ends[message.partition()]:
-                    left.discard(message.partition())
-    elapsed = time.perf_counter() - started
+    with interpreter_tuned():
+        started = time.perf_counter()
+        while left:
+            for message in consumer.consume(100_000, 1.0):
+                if message.error() is None:
+                    read += 1
+                    if message.offset() + 1 >= ends[message.partition()]:
+                        left.discard(message.partition())
+        elapsed = time.perf_counter() - started
     consumer.close()
     return read / elapsed
 
