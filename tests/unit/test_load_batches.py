@@ -7,8 +7,9 @@ import pytest
 
 from loaders.base import latest_per_key
 from loaders.changes import Change
+from loaders.runner import Loader, _Archived
 from sluiceway.errors import SinkFatal
-from streaming.events import UNAVAILABLE
+from streaming.events import UNAVAILABLE, ColumnSchema, TableSchema
 
 
 def _event(op: str, row: dict[str, object], commit: int, lsn: int, **extra: object) -> bytes:
@@ -105,3 +106,60 @@ def test_an_older_narrower_shape_fits_only_within_its_family() -> None:
     assert fits("integer", "bigint") and fits("DECIMAL(6,2)", "DECIMAL(12,4)")
     assert not fits("integer", "text")  # stored text, an integer shape: a real type change
     assert not fits("bigint", "integer") and not fits("integer", "integer")
+
+
+class _Shapes:
+    """The schema catalog, in memory: every id names a shape of ``t``."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def get(self, schema_id: str) -> TableSchema:
+        self.asked.append(schema_id)
+        return TableSchema("public", "t", (ColumnSchema("id", "int64", "int8", key=True),))
+
+
+def _shaped(op: str, row: dict[str, object], lsn: int, schema_id: str) -> bytes:
+    value = orjson.loads(_event(op, row, lsn, lsn))
+    value["source"]["schema_id"] = schema_id
+    return orjson.dumps(value)
+
+
+def test_a_batch_groups_records_by_topic_and_shape_in_arrival_order() -> None:
+    loader = Loader.__new__(Loader)  # grouping needs only the schema catalog
+    shapes = _Shapes()
+    loader.schemas = shapes  # type: ignore[assignment]
+    t, u = "p.public.t", "p.public.u"
+    connect = orjson.dumps(
+        {"schema": {}, "payload": orjson.loads(_shaped("c", {"id": 9}, 9, "s2"))}
+    )
+    records = [
+        (t, 0, 0, _shaped("c", {"id": 1}, 1, "s1")),
+        (t, 0, 1, _shaped("c", {"id": 2, "v": '"schema_id":"s9"'}, 2, "s1")),  # in a value
+        (t, 0, 2, None),  # a tombstone: skipped, its offset counts
+        (t, 1, 0, _shaped("c", {"id": 3}, 3, "s1")),
+        (t, 0, 3, _shaped("u", {"id": 1}, 4, "s2")),  # the shape changes mid-run
+        (u, 0, 0, _shaped("c", {"id": 4}, 5, "s1")),
+        (t, 0, 4, _shaped("u", {"id": 2}, 6, "s1")),  # back to the older shape
+        (t, 0, 5, b"not json"),
+        (t, 0, 6, connect),
+        (t, 1, 1, _shaped("c", {"id": 5}, 7, "s1")),  # past its partition's end
+    ]
+    messages = [_Archived(topic, p, o, None, v) for topic, p, o, v in records]
+    ends = {(t, 0): 10, (t, 1): 1, (u, 0): 10}
+    batch = loader._batch(messages, "g", ends)  # type: ignore[arg-type]
+
+    assert list(batch.tables) == [(t, "s1"), (t, "s2"), (u, "s1")]
+    placed = {
+        ref: list(zip(table.raw.partitions, table.raw.offsets, strict=True))
+        for ref, table in batch.tables.items()
+        if table.raw is not None
+    }
+    assert placed == {
+        (t, "s1"): [(0, 0), (0, 1), (1, 0), (0, 4)],
+        (t, "s2"): [(0, 3), (0, 6)],
+        (u, "s1"): [(0, 0)],
+    }
+    assert [(p, o, v) for _, p, o, _, v, why in batch.rejected if why] == [(0, 5, b"not json")]
+    assert batch.offsets == {(t, 0): 7, (t, 1): 1, (u, 0): 1}
+    assert shapes.asked == ["s1", "s2", "s1"]  # once per topic and shape, not per record
