@@ -13,6 +13,11 @@ Current state, for the newest change of each key in the batch (`latest_per_key`)
 3. delete the applied keys from the table and the guard, insert ``upserts``, and record applied
    deletes in the guard (so an old insert replayed later cannot bring the row back).
 
+A batch without TOAST-unchanged columns (most: capture marks them only in updates of tables
+whose large values did not change) needs no stored value, so its new rows are inserted from
+``applied`` directly: no ``upserts`` table, no join with the stored rows. A 1M-event replay
+into DuckDB spent 0.37 s of its 4.6 s building ``upserts``.
+
 History: every staged change inserted once per (topic, partition, offset).
 """
 
@@ -124,12 +129,14 @@ def current_state(
     columns: list[ColumnSchema],
     staged: str,
     suffix: str = "",
+    *,
+    unchanged: bool = True,
 ) -> list[str]:
     """The statements applying ``staged`` to ``target`` (see the module docstring).
 
-    The first statements create the temporary tables ``applied<suffix>`` and
-    ``upserts<suffix>`` (DDL); the rest are DML, which a target may run in a transaction of
-    its own (`split_ddl`).
+    The first statements create the temporary tables ``applied<suffix>`` and, where
+    ``unchanged`` says some staged change has TOAST-unchanged columns, ``upserts<suffix>``
+    (DDL); the rest are DML, which a target may run in a transaction of its own (`split_ddl`).
     """
     applied, upserts = f"applied{suffix}", f"upserts{suffix}"
     key_columns = [c for c in columns if c.key]
@@ -154,21 +161,28 @@ def current_state(
     names = ", ".join(q(c.name) for c in columns)
     key_names = ", ".join(q(c.name) for c in key_columns)
     position = f"{POSITION[0]}, {POSITION[1]}"
-    return [
-        *dialect.temp_table(
-            applied,
-            f"SELECT s.*, {typed_values} FROM {staged} s "
-            f"WHERE NOT EXISTS (SELECT 1 FROM {target} t WHERE {keys} AND NOT {newer}) "
-            f"AND NOT EXISTS (SELECT 1 FROM {guard} t WHERE {keys} AND NOT {newer})",
-        ),
-        *dialect.temp_table(
+    find = (
+        f"SELECT s.*, {typed_values} FROM {staged} s "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {target} t WHERE {keys} AND NOT {newer}) "
+        f"AND NOT EXISTS (SELECT 1 FROM {guard} t WHERE {keys} AND NOT {newer})"
+    )
+    if unchanged:
+        make_upserts = dialect.temp_table(
             upserts,
             f"SELECT {values}, s.__commit_lsn, s.__lsn FROM {applied} s "
             f"LEFT JOIN {target} t ON {typed_keys} WHERE s.__op <> 'd'",
-        ),
+        )
+        rows = f"SELECT * FROM {upserts}"
+    else:
+        make_upserts = []
+        casts = ", ".join(dialect.cast(c, "s." + q(c.name)) for c in columns)
+        rows = f"SELECT {casts}, s.__commit_lsn, s.__lsn FROM {applied} s WHERE s.__op <> 'd'"
+    return [
+        *dialect.temp_table(applied, find),
+        *make_upserts,
         f"DELETE FROM {target} t WHERE EXISTS (SELECT 1 FROM {applied} s WHERE {typed_keys})",
         f"DELETE FROM {guard} t WHERE EXISTS (SELECT 1 FROM {applied} s WHERE {typed_keys})",
-        f"INSERT INTO {target} ({names}, {position}) SELECT * FROM {upserts}",
+        f"INSERT INTO {target} ({names}, {position}) {rows}",
         f"INSERT INTO {guard} ({key_names}, {position}) "
         f"SELECT {', '.join('s.' + k for k in typed)}, s.__commit_lsn, s.__lsn "
         f"FROM {applied} s WHERE s.__op = 'd'",

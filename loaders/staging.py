@@ -115,6 +115,7 @@ class Stager:
     def __init__(self, conn: duckdb.DuckDBPyConnection | None = None) -> None:
         self._own = conn is None
         self.conn = duckdb.connect() if conn is None else conn
+        self.unchanged = False  # whether a change last staged has TOAST-unchanged columns
 
     def stage(self, table: TableBatch, latest: bool) -> int:
         """Stage ``table``'s changes (only the newest per key if ``latest``); the row count.
@@ -122,6 +123,7 @@ class Stager:
         Raises:
             BadRecords: naming the records that are not change events.
         """
+        self.unchanged = False  # the bulk path hands changes with any to the Python path
         raw = table.raw
         values = None if raw is None or raw.parse_in_python else _text(raw.values)
         if raw is not None and values is not None:
@@ -158,6 +160,7 @@ class Stager:
         changes = [c for c in table.parsed() if c.op != "t"]
         if latest:
             changes = latest_per_key(changes)
+        self.unchanged = any(c.unchanged for c in changes)
         values = staged_values(list(table.schema.columns), changes)
         arrays = {k: pa.array(v, _STAGE_TYPES.get(k, pa.string())) for k, v in values.items()}
         self.conn.register("parsed", pa.table(arrays))

@@ -325,7 +325,10 @@ class DuckDBSink(Sink):
         self._ensure(guard, keys, position)
         if not self.stager.stage(table, latest=True):
             return
-        for statement in current_state(_DIALECT, target, guard, columns, "staged"):
+        unchanged = self.stager.unchanged
+        for statement in current_state(
+            _DIALECT, target, guard, columns, "staged", unchanged=unchanged
+        ):
             self.conn.execute(statement)
 
     def _history(self, table: TableBatch) -> None:

@@ -177,7 +177,9 @@ class SnowflakeSink(Sink):
         staged = f"staged_c{number}"
         if not self._stage(cur, staged, columns, table, latest=True):
             return []
-        statements = current_state(_DIALECT, target, guard, columns, staged, f"_{number}")
+        statements = current_state(
+            _DIALECT, target, guard, columns, staged, f"_{number}", unchanged=self.stager.unchanged
+        )
         ddl, dml = split_ddl(statements)
         for statement in ddl:
             cur.execute(statement)
