@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from loaders.changes import Change, TableRef
 from sluiceway.errors import BadRecords, IncompatibleChange, SinkFatal
@@ -62,6 +62,8 @@ class TableBatch:
     schema: TableSchema
     raw: RawRecords | None = None
     changes: list[Change] = field(default_factory=list)
+    # What a sink's `Sink.prepare` made of the records ahead of its `Sink.write` (its own).
+    prepared: Any = None
 
     def parsed(self) -> list[Change]:
         """The changes as objects, parsed from the raw records on first use.
@@ -174,6 +176,12 @@ class Sink(ABC):
     """A target: DuckDB, PostgreSQL, S3, BigQuery, Snowflake."""
 
     name: str
+    prepares = False  # whether `prepare` does anything (the runner then gives it a thread)
+
+    def prepare(self, batch: LoadBatch, mode: Mode) -> None:  # noqa: B027 - optional
+        """Work on ``batch`` that needs no target connection, such as parsing and staging its
+        records, done on a thread of its own while the batch before is written; `write`
+        then finds it done. It must not fail: what it cannot do, `write` does again."""
 
     @abstractmethod
     def stored_offsets(self, group: str) -> dict[tuple[str, int], int]:

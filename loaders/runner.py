@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -178,41 +179,77 @@ def interpreter_tuned() -> Iterator[None]:
 
 
 class _Writer:
-    """Writes batches on one worker thread while the caller reads the next one.
+    """Writes batches on one worker thread while the caller reads the next one; with
+    ``prepare``, prepares each on another thread while the one before is written.
 
     Reading is Python (consume, group); writing is mostly the target's engine, which releases
-    the GIL, so on two cores the two overlap. One write at most is in flight and they run in
-    order; `submit` and `wait` return the batch whose write completed (to commit its offsets)
-    and re-raise its error. While one is open the interpreter is tuned for it (`_Tuning`).
+    the GIL, so the stages overlap on two cores. Writes run in order, one at a time, each
+    after its batch's preparation; at most one batch waits behind the write in flight
+    (two with ``prepare``: the one preparing). `submit` and `wait` return, oldest first, the
+    batches whose writes completed (to commit their offsets) and re-raise a write's error;
+    after a failed write no later batch is written. Preparing must not fail: an error there
+    is logged and the write does the work itself. While one is open the interpreter is tuned
+    for it (`_Tuning`).
     """
 
-    def __init__(self, write: Callable[[LoadBatch], None]) -> None:
-        self._write = write
+    def __init__(
+        self,
+        write: Callable[[LoadBatch], None],
+        prepare: Callable[[LoadBatch], None] | None = None,
+    ) -> None:
+        self._write, self._prepare = write, prepare
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="sluiceway-load")
-        self._pending: tuple[Future[None], LoadBatch] | None = None
+        self._ready = (
+            None if prepare is None else ThreadPoolExecutor(1, thread_name_prefix="sluiceway-prep")
+        )
+        self._waiting = 1 if prepare is None else 2
+        self._pending: deque[tuple[Future[None], LoadBatch]] = deque()
+        self._failed = False
         self._closed = False
         _Tuning.enter()
 
-    def wait(self) -> LoadBatch | None:
-        if self._pending is None:
-            return None
-        future, batch = self._pending
-        self._pending = None
+    def _prepared(self, batch: LoadBatch) -> None:
+        assert self._prepare is not None
+        try:
+            self._prepare(batch)
+        except Exception:  # the write does what preparing could not, and raises its error
+            log.debug("preparing a batch failed; its write stages it", exc_info=True)
+
+    def _written(self, batch: LoadBatch, prepared: Future[None] | None) -> None:
+        if prepared is not None:
+            prepared.result()
+        if self._failed:
+            raise SinkFatal("not written: the write of an earlier batch failed")
+        try:
+            self._write(batch)
+        except BaseException:
+            self._failed = True
+            raise
+
+    def _done(self) -> LoadBatch:
+        future, batch = self._pending.popleft()
         future.result()
         return batch
 
-    def submit(self, batch: LoadBatch) -> LoadBatch | None:
-        done = self.wait()
-        self._pending = (self._pool.submit(self._write, batch), batch)
-        return done
+    def wait(self) -> list[LoadBatch]:
+        """Wait for every batch submitted; the batches written."""
+        return [self._done() for _ in range(len(self._pending))]
+
+    def submit(self, batch: LoadBatch) -> list[LoadBatch]:
+        """Queue a batch; the batches whose writes completed meanwhile."""
+        prepared = None if self._ready is None else self._ready.submit(self._prepared, batch)
+        self._pending.append((self._pool.submit(self._written, batch, prepared), batch))
+        return [self._done() for _ in range(len(self._pending) - self._waiting)]
 
     def close(self) -> None:
-        """Wait for the write in flight (its error, if any, was or will be raised by `wait`)."""
-        if self._pending is not None:
-            self._pending[0].exception()
+        """Wait for the writes in flight (an error, if any, was or will be raised by `wait`)."""
+        for future, _ in self._pending:
+            future.exception()
         if not self._closed:
             self._closed = True
             self._pool.shutdown(wait=True)
+            if self._ready is not None:
+                self._ready.shutdown(wait=True)
             _Tuning.exit()
 
 
@@ -344,6 +381,9 @@ class Loader:
             offsets[here] = following
         return batch
 
+    def _prepare(self, batch: LoadBatch) -> None:
+        self.sink.prepare(batch, self.mode)
+
     def _write(self, batch: LoadBatch) -> None:
         if not batch.offsets:
             return
@@ -453,11 +493,12 @@ class Loader:
     def run(self) -> None:
         """Load until `stop` is set."""
         consumer = self._consumer(self.group, f"{self.group}.{socket.gethostname()}")
-        writer = _Writer(self._write)
+        writer = _Writer(self._write, self._prepare if self.sink.prepares else None)
 
-        def commit(batch: LoadBatch | None) -> None:
-            if batch is not None and batch.offsets:
-                commits = [TopicPartition(t, p, o) for (t, p), o in batch.offsets.items()]
+        def commit(batches: list[LoadBatch]) -> None:
+            offsets = {key: o for batch in batches for key, o in batch.offsets.items()}
+            if offsets:
+                commits = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
                 consumer.commit(offsets=commits, asynchronous=True)
 
         def on_assign(c: Any, partitions: list[TopicPartition]) -> None:
@@ -527,7 +568,7 @@ class Loader:
                 return loaded
             consumer.assign([TopicPartition(t, p, b) for (t, p), b in begins.items()])
             remaining = set(ends)
-            writer = _Writer(self._apply)
+            writer = _Writer(self._apply, self._prepare if self.sink.prepares else None)
             total = sum(ends[key] - begins[key] for key in ends)
             read: dict[tuple[str, int], int] = dict(begins)
             deadline = time.monotonic() + 600

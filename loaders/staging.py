@@ -19,6 +19,7 @@ COPY, NDJSON for a BigQuery load job, Parquet for Snowflake's PUT and for S3.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,7 +32,7 @@ from loaders.sql import staged_values
 from sluiceway.errors import BadRecords
 from streaming.events import TableSchema
 
-__all__ = ["Stager", "latest_select", "raw_select"]
+__all__ = ["Prepared", "Stager", "latest_select", "raw_select"]
 
 _STAGE_TYPES = {
     "__op": pa.string(), "__commit_lsn": pa.int64(), "__lsn": pa.int64(),
@@ -109,13 +110,41 @@ def _text(values: list[bytes]) -> pa.Array | None:
         return None
 
 
-class Stager:
-    """Builds ``staged`` in a DuckDB connection: the target's own (DuckDB) or an in-memory one."""
+@dataclass
+class Prepared:
+    """A table batch staged ahead of its write (`Stager.prepare`)."""
 
-    def __init__(self, conn: duckdb.DuckDBPyConnection | None = None) -> None:
+    latest: bool
+    rows: pa.Table
+    unchanged: bool
+
+
+class Stager:
+    """Builds ``staged`` in a DuckDB connection: the target's own (DuckDB) or an in-memory one
+    (of ``threads`` threads, or as many as there are cores)."""
+
+    def __init__(
+        self, conn: duckdb.DuckDBPyConnection | None = None, threads: int | None = None
+    ) -> None:
         self._own = conn is None
-        self.conn = duckdb.connect() if conn is None else conn
+        config: dict[str, str | bool | int | float | list[str]] = {}
+        if threads is not None:
+            config["threads"] = threads
+        self.conn = duckdb.connect(":memory:", config=config) if conn is None else conn
         self.unchanged = False  # whether a change last staged has TOAST-unchanged columns
+        self._registered = False  # whether ``staged`` is a prepared Arrow table, registered
+
+    def prepare(self, table: TableBatch, latest: bool) -> None:
+        """Stage ``table`` here and keep the result on it, for the stager of its write (on
+        another thread, in another connection) to take as staged. What cannot be staged is
+        left for that stager, whose error then names it."""
+        table.prepared = None
+        try:
+            self.stage(table, latest)
+        except (BadRecords, duckdb.Error):
+            return
+        rows = self.conn.sql("SELECT * FROM staged").to_arrow_table()
+        table.prepared = Prepared(latest, rows, self.unchanged)
 
     def stage(self, table: TableBatch, latest: bool) -> int:
         """Stage ``table``'s changes (only the newest per key if ``latest``); the row count.
@@ -123,6 +152,17 @@ class Stager:
         Raises:
             BadRecords: naming the records that are not change events.
         """
+        if self._registered:
+            self.conn.unregister("staged")
+            self._registered = False
+        prepared = table.prepared
+        if isinstance(prepared, Prepared) and prepared.latest == latest:
+            # Read in place: a copy into a table cost half of what parsing had (50 ms/100k).
+            self.conn.execute("DROP TABLE IF EXISTS temp.main.staged")
+            self.conn.register("staged", prepared.rows)
+            self._registered = True
+            self.unchanged = prepared.unchanged
+            return int(prepared.rows.num_rows)
         self.unchanged = False  # the bulk path hands changes with any to the Python path
         raw = table.raw
         values = None if raw is None or raw.parse_in_python else _text(raw.values)

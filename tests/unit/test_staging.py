@@ -85,3 +85,29 @@ def test_values_that_are_not_utf8_or_not_json_are_named() -> None:
         with pytest.raises(BadRecords, match=r"p\.public\.t\[1\]@1") as caught:
             Stager().stage(_batch([good, bad]), latest=True)
         assert [(p, o) for _, p, o, _ in caught.value.records] == [(1, 1)]
+
+
+def test_a_batch_prepared_in_one_stager_is_staged_by_another_as_it_would_stage_it() -> None:
+    values = [
+        _event("c", {"id": 1, "region": "eu", "v": "a"}, 10),
+        _event("u", {"id": 1, "region": "eu", "v": "b"}, 20),
+        _event("c", {"id": 2, "region": "eu", "v": "x"}, 11),
+    ]
+    direct = Stager()
+    assert direct.stage(_batch(values), latest=True) == 2
+    batch = _batch(values)
+    Stager(threads=1).prepare(batch, latest=True)
+    assert batch.prepared is not None and batch.prepared.rows.num_rows == 2
+    writer = Stager()
+    assert writer.stage(batch, latest=True) == 2
+    assert _staged(writer) == _staged(direct)
+    assert writer.stage(batch, latest=False) == 3  # prepared for the other mode: staged anew
+    assert writer.stage(batch, latest=True) == 2  # and the prepared rows taken again
+
+
+def test_a_batch_that_cannot_be_prepared_is_left_to_the_write_which_names_its_records() -> None:
+    batch = _batch([_event("c", {"id": 1, "region": "eu", "v": "a"}, 10), b"not json"])
+    Stager().prepare(batch, latest=True)
+    assert batch.prepared is None
+    with pytest.raises(BadRecords, match=r"p\.public\.t\[1\]@1"):
+        Stager().stage(batch, latest=True)
