@@ -1,17 +1,25 @@
 """The PostgreSQL sink: current-state and history tables, offsets in the same transaction.
 
 Batches are staged by an in-memory DuckDB (`loaders.staging`) and COPYed from Arrow (CSV) into
-a temporary table of text columns — no per-row Python. Then
-the statements every SQL target shares (`loaders.sql`) apply the staged rows; rows, delete
-guards and offsets commit together, so a crash leaves either the whole batch or none of it.
-Hand-written rather than with dlt for the reasons in `loaders.duckdb.sink`.
+a temporary table of text columns — no per-row Python. Staging and the CSV are made on the
+loader's preparing thread while the batch before is written (`PostgresSink.prepare`). Then
+one MERGE (PostgreSQL 15+; else the statements every SQL target shares, `loaders.sql`)
+applies the staged rows; rows, delete guards and offsets commit together, so a crash leaves
+either the whole batch or none of it. Hand-written rather than with dlt for the reasons in
+`loaders.duckdb.sink`.
+
+The MERGE finds stored rows by primary-key index lookups, not by a hash join: the planner,
+left to itself, hashes the whole target table for every batch — a cost that grows with the
+table (a 100k-row batch against 900k stored rows: 0.70 s, against 0.52 s by the index).
 """
 
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from typing import Any
 
+import duckdb
 import psycopg2
 import psycopg2.errors
 import pyarrow.csv as pacsv
@@ -30,7 +38,7 @@ from loaders.sql import (
 )
 from loaders.staging import Stager
 from sluiceway.connect import postgres_connection
-from sluiceway.errors import IncompatibleChange, SinkFatal, SinkUnavailable
+from sluiceway.errors import BadRecords, IncompatibleChange, SinkFatal, SinkUnavailable
 from sluiceway.settings import PostgresSettings
 from streaming.events import ColumnSchema
 
@@ -120,10 +128,30 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+_INDEX_JOINS = "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"
+_PLANNER_JOINS = "SET LOCAL enable_hashjoin TO DEFAULT; SET LOCAL enable_mergejoin TO DEFAULT"
+
+
+@dataclass
+class _Staged:
+    """A table batch staged ahead of its write: the CSV text its COPY reads."""
+
+    latest: bool
+    rows: int
+    csv: bytes
+
+
+def _csv(stager: Stager) -> bytes:
+    buffer = io.BytesIO()
+    pacsv.write_csv(stager.arrow(_TEXT_ARRAY), buffer, pacsv.WriteOptions(include_header=False))
+    return buffer.getvalue()
+
+
 class PostgresSink(Sink):
     """Loads change events into a PostgreSQL database."""
 
     name = "postgres"
+    prepares = True
 
     def __init__(self, settings: PostgresSettings, database: str | None, schema: str) -> None:
         try:
@@ -142,6 +170,7 @@ class PostgresSink(Sink):
         self.conn.commit()
         self._columns: dict[str, dict[str, str]] = {}
         self.stager = Stager()
+        self._preparer = Stager(threads=1)  # stages ahead of the write, on its own thread
         self.views = Scd2Views(_DIALECT)
 
     def table_name(self, batch: TableBatch, suffix: str = "") -> str:
@@ -175,21 +204,35 @@ class PostgresSink(Sink):
         for statement in evolve(name, known, columns, postgres_type):
             cur.execute(statement)
 
+    def prepare(self, batch: LoadBatch, mode: Mode) -> None:
+        """Stage each table's records and write them as CSV, while the batch before is
+        written; what cannot be staged is left to `write`, which names the records. A batch
+        for both modes is staged by `write`, once per mode."""
+        if mode == "both":
+            return
+        latest = mode == "current"
+        for table in batch.tables.values():
+            table.prepared = None
+            try:
+                rows = self._preparer.stage(table, latest)
+                table.prepared = _Staged(latest, rows, _csv(self._preparer) if rows else b"")
+            except (BadRecords, duckdb.Error):
+                continue
+
     def _stage(
         self, cur: Any, columns: list[ColumnSchema], table: TableBatch, latest: bool
     ) -> bool:
         """Stage the batch as the temporary table ``staged`` (text columns); False if empty."""
-        if not self.stager.stage(table, latest):
+        staged = table.prepared
+        if not isinstance(staged, _Staged) or staged.latest != latest:
+            rows = self.stager.stage(table, latest)
+            staged = _Staged(latest, rows, _csv(self.stager) if rows else b"")
+        if not staged.rows:
             return False
         text_columns = ", ".join(f"{q(c.name)} text" for c in columns)
         cur.execute("DROP TABLE IF EXISTS pg_temp.staged")
         cur.execute(f"CREATE TEMP TABLE staged ({text_columns}, {_STAGE_META}) ON COMMIT DROP")
-        buffer = io.BytesIO()
-        pacsv.write_csv(
-            self.stager.arrow(_TEXT_ARRAY), buffer, pacsv.WriteOptions(include_header=False)
-        )
-        buffer.seek(0)
-        cur.copy_expert("COPY staged FROM STDIN WITH (FORMAT csv)", buffer)
+        cur.copy_expert("COPY staged FROM STDIN WITH (FORMAT csv)", io.BytesIO(staged.csv))
         return True
 
     def write(self, batch: LoadBatch, mode: Mode) -> None:
@@ -234,7 +277,13 @@ class PostgresSink(Sink):
         if not self._stage(cur, columns, table, latest=True):
             return
         if self.conn.server_version >= 150000:
-            statements = merge_current_state(target, guard, columns, "staged")
+            merge, *guards = merge_current_state(target, guard, columns, "staged")
+            # By the primary-key index, not a hash of the whole table (module docstring); the
+            # guards' statements keep the planner's choice (a guard table is small).
+            cur.execute(_INDEX_JOINS)
+            cur.execute(merge)
+            cur.execute(_PLANNER_JOINS)
+            statements = guards
         else:
             statements = current_state(_DIALECT, target, guard, columns, "staged")
         for statement in statements:
@@ -255,3 +304,4 @@ class PostgresSink(Sink):
     def close(self) -> None:
         self.conn.close()
         self.stager.close()
+        self._preparer.close()
