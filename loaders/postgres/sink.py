@@ -72,13 +72,18 @@ _STAGE_META = (
 def merge_current_state(
     target: str, guard: str, columns: list[ColumnSchema], staged: str
 ) -> list[str]:
-    """Current state in one MERGE (PostgreSQL 15+), then the delete guards.
+    """Current state in one MERGE (PostgreSQL 15+), then the delete guards: the first
+    statement, the MERGE second.
 
     The same rules as `loaders.sql.current_state` in fewer passes: a staged change applies
-    only if newer than the stored row and than its key's delete guard. The guards are kept
-    monotonically — a delete records its position unless a newer one is there; an upsert
-    newer than a guard removes it — which needs no knowledge of which changes applied: a
-    guard older than the stored row only ever blocks what the row blocks already.
+    only if newer than the stored row and than its key's delete guard. The staged changes a
+    guard blocks are removed first, in a statement of their own: the guards are few, best
+    hashed, while the MERGE looks the stored rows up by index (the sink runs it so), where the
+    same test inside it cost an index probe per staged row (100 ms per 100k, the guards
+    empty). The guards are kept monotonically — a delete records its position unless a newer
+    one is there; an upsert newer than a guard removes it — which needs no knowledge of which
+    changes applied: a guard older than the stored row only ever blocks what the row blocks
+    already, and a staged change a guard blocked changes no guard.
     """
     keys = [c for c in columns if c.key]
 
@@ -107,9 +112,9 @@ def merge_current_state(
     key_names = ", ".join(q(c.name) for c in keys)
     key_values = ", ".join(cast_expression(c, "s." + q(c.name)) for c in keys)
     return [
+        f"DELETE FROM {staged} s USING {guard} g WHERE {on_guard_text} AND NOT {newer('s', 'g')}",
         f"MERGE INTO {target} t USING (SELECT {typed}, s.__op, s.__commit_lsn, s.__lsn, "
-        f"s.__unchanged FROM {staged} s WHERE NOT EXISTS (SELECT 1 FROM {guard} g "
-        f"WHERE {on_guard_text} AND NOT {newer('s', 'g')})) s ON {on} "
+        f"s.__unchanged FROM {staged} s) s ON {on} "
         f"WHEN MATCHED AND {newer('s', 't')} AND s.__op = 'd' THEN DELETE "
         f"WHEN MATCHED AND {newer('s', 't')} THEN UPDATE SET "
         f"{sets + ', ' if sets else ''}{position} "
@@ -277,7 +282,8 @@ class PostgresSink(Sink):
         if not self._stage(cur, columns, table, latest=True):
             return
         if self.conn.server_version >= 150000:
-            merge, *guards = merge_current_state(target, guard, columns, "staged")
+            blocked, merge, *guards = merge_current_state(target, guard, columns, "staged")
+            cur.execute(blocked)
             # By the primary-key index, not a hash of the whole table (module docstring); the
             # guards' statements keep the planner's choice (a guard table is small).
             cur.execute(_INDEX_JOINS)
