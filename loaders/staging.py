@@ -27,12 +27,12 @@ import duckdb
 import orjson
 import pyarrow as pa
 
-from loaders.base import TableBatch, latest_per_key
+from loaders.base import LoadBatch, Mode, TableBatch, latest_per_key
 from loaders.sql import staged_values
 from sluiceway.errors import BadRecords
 from streaming.events import TableSchema
 
-__all__ = ["Prepared", "Stager", "latest_select", "raw_select"]
+__all__ = ["Prepared", "Stager", "latest_select", "prepare_batch", "raw_select"]
 
 _STAGE_TYPES = {
     "__op": pa.string(), "__commit_lsn": pa.int64(), "__lsn": pa.int64(),
@@ -117,6 +117,16 @@ class Prepared:
     latest: bool
     rows: pa.Table
     unchanged: bool
+
+
+def prepare_batch(stager: Stager, batch: LoadBatch, mode: Mode) -> None:
+    """Stage each table of ``batch`` in ``stager`` ahead of its write (a sink's
+    `Sink.prepare`): the newest change per key for current state, every change for history.
+    A batch for both modes is left to the write, which stages it once per mode."""
+    if mode == "both":
+        return
+    for table in batch.tables.values():
+        stager.prepare(table, latest=mode == "current")
 
 
 class Stager:

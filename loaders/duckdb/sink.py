@@ -38,7 +38,7 @@ from loaders.sql import (
     history,
     q,
 )
-from loaders.staging import Stager
+from loaders.staging import Stager, prepare_batch
 from sluiceway.errors import SinkFatal, SinkUnavailable
 from streaming.events import ColumnSchema
 
@@ -300,10 +300,7 @@ class DuckDBSink(Sink):
         the batch before is written; `write` then only copies them in. Parsing is the
         largest statement of a write (a 1M-event replay: 1.3 s of the write thread's 3.2 s).
         A batch for both modes is staged by `write`, once per mode."""
-        if mode == "both":
-            return
-        for table in batch.tables.values():
-            self._preparer.prepare(table, latest=mode == "current")
+        prepare_batch(self._preparer, batch, mode)
 
     def write(self, batch: LoadBatch, mode: Mode) -> None:
         self.conn.execute("BEGIN TRANSACTION")
