@@ -544,6 +544,8 @@ class Loader:
             metadata = consumer.list_topics(timeout=10)
             topics = [t for t in metadata.topics if re.match(self.pattern, t)]
             partitions = [(topic, p) for topic in topics for p in metadata.topics[topic].partitions]
+            if not partitions:  # no change topic yet (capture has not started): nothing to load
+                return 0
             firsts = consumer.offsets_for_times(
                 [TopicPartition(t, p, start_ms) for t, p in partitions], timeout=15
             )
