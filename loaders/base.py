@@ -176,12 +176,12 @@ class Sink(ABC):
     """A target: DuckDB, PostgreSQL, S3, BigQuery, Snowflake."""
 
     name: str
-    prepares = False  # whether `prepare` does anything (the runner then gives it a thread)
 
     def prepare(self, batch: LoadBatch, mode: Mode) -> None:  # noqa: B027 - optional
         """Work on ``batch`` that needs no target connection, such as parsing and staging its
         records, done on a thread of its own while the batch before is written; `write`
-        then finds it done. It must not fail: what it cannot do, `write` does again."""
+        then finds it done. It must not fail: what it cannot do, `write` does again. A sink
+        that overrides it gets that thread from the runner."""
 
     @abstractmethod
     def stored_offsets(self, group: str) -> dict[tuple[str, int], int]:

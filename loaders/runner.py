@@ -381,8 +381,11 @@ class Loader:
             offsets[here] = following
         return batch
 
-    def _prepare(self, batch: LoadBatch) -> None:
-        self.sink.prepare(batch, self.mode)
+    def _preparing(self) -> Callable[[LoadBatch], None] | None:
+        """The sink's `Sink.prepare` for the writer's preparing thread; None if it has none."""
+        if type(self.sink).prepare is Sink.prepare:
+            return None
+        return lambda batch: self.sink.prepare(batch, self.mode)
 
     def _write(self, batch: LoadBatch) -> None:
         if not batch.offsets:
@@ -493,7 +496,7 @@ class Loader:
     def run(self) -> None:
         """Load until `stop` is set."""
         consumer = self._consumer(self.group, f"{self.group}.{socket.gethostname()}")
-        writer = _Writer(self._write, self._prepare if self.sink.prepares else None)
+        writer = _Writer(self._write, self._preparing())
 
         def commit(batches: list[LoadBatch]) -> None:
             offsets = {key: o for batch in batches for key, o in batch.offsets.items()}
@@ -570,7 +573,7 @@ class Loader:
                 return loaded
             consumer.assign([TopicPartition(t, p, b) for (t, p), b in begins.items()])
             remaining = set(ends)
-            writer = _Writer(self._apply, self._prepare if self.sink.prepares else None)
+            writer = _Writer(self._apply, self._preparing())
             total = sum(ends[key] - begins[key] for key in ends)
             read: dict[tuple[str, int], int] = dict(begins)
             deadline = time.monotonic() + 600

@@ -19,6 +19,7 @@ COPY, NDJSON for a BigQuery load job, Parquet for Snowflake's PUT and for S3.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -32,7 +33,7 @@ from loaders.sql import staged_values
 from sluiceway.errors import BadRecords
 from streaming.events import TableSchema
 
-__all__ = ["Prepared", "Stager", "latest_select", "prepare_batch", "raw_select"]
+__all__ = ["Prepared", "Stager", "latest_select", "raw_select"]
 
 _STAGE_TYPES = {
     "__op": pa.string(), "__commit_lsn": pa.int64(), "__lsn": pa.int64(),
@@ -112,21 +113,13 @@ def _text(values: list[bytes]) -> pa.Array | None:
 
 @dataclass
 class Prepared:
-    """A table batch staged ahead of its write (`Stager.prepare`)."""
+    """A table batch staged ahead of its write (`Stager.prepare`), and what the sink's
+    ``export`` made of it there."""
 
     latest: bool
     rows: pa.Table
     unchanged: bool
-
-
-def prepare_batch(stager: Stager, batch: LoadBatch, mode: Mode) -> None:
-    """Stage each table of ``batch`` in ``stager`` ahead of its write (a sink's
-    `Sink.prepare`): the newest change per key for current state, every change for history.
-    A batch for both modes is left to the write, which stages it once per mode."""
-    if mode == "both":
-        return
-    for table in batch.tables.values():
-        stager.prepare(table, latest=mode == "current")
+    export: Any = None
 
 
 class Stager:
@@ -142,19 +135,33 @@ class Stager:
             config["threads"] = threads
         self.conn = duckdb.connect(":memory:", config=config) if conn is None else conn
         self.unchanged = False  # whether a change last staged has TOAST-unchanged columns
+        self.exported: Any = None  # the ``export`` of the prepared batch last staged, if any
         self._registered = False  # whether ``staged`` is a prepared Arrow table, registered
+        self._ahead: Stager | None = None  # stages for `prepare`, made on first use
 
-    def prepare(self, table: TableBatch, latest: bool) -> None:
-        """Stage ``table`` here and keep the result on it, for the stager of its write (on
-        another thread, in another connection) to take as staged. What cannot be staged is
-        left for that stager, whose error then names it."""
-        table.prepared = None
-        try:
-            self.stage(table, latest)
-        except (BadRecords, duckdb.Error):
+    def prepare(
+        self, batch: LoadBatch, mode: Mode, export: Callable[[Stager], Any] | None = None
+    ) -> None:
+        """Stage each table of ``batch`` ahead of its write, for a sink's `Sink.prepare`: on
+        the caller's thread, in an in-memory instance of one thread of its own, keeping the
+        result on the table for `stage` to take as staged — the newest change per key for
+        current state, every change for history. ``export(stager)`` runs there too, on each
+        staged table (`exported` hands it back). What cannot be staged is left for `stage`,
+        whose error then names it; a batch for both modes too, staged once per mode."""
+        if mode == "both":
             return
-        rows = self.conn.sql("SELECT * FROM staged").to_arrow_table()
-        table.prepared = Prepared(latest, rows, self.unchanged)
+        if self._ahead is None:
+            self._ahead = Stager(threads=1)
+        ahead, latest = self._ahead, mode == "current"
+        for table in batch.tables.values():
+            table.prepared = None
+            try:
+                count = ahead.stage(table, latest)
+                made = export(ahead) if export is not None and count else None
+            except (BadRecords, duckdb.Error):
+                continue
+            rows = ahead.conn.sql("SELECT * FROM staged").to_arrow_table()
+            table.prepared = Prepared(latest, rows, ahead.unchanged, made)
 
     def stage(self, table: TableBatch, latest: bool) -> int:
         """Stage ``table``'s changes (only the newest per key if ``latest``); the row count.
@@ -171,8 +178,9 @@ class Stager:
             self.conn.execute("DROP TABLE IF EXISTS temp.main.staged")
             self.conn.register("staged", prepared.rows)
             self._registered = True
-            self.unchanged = prepared.unchanged
+            self.unchanged, self.exported = prepared.unchanged, prepared.export
             return int(prepared.rows.num_rows)
+        self.exported = None
         self.unchanged = False  # the bulk path hands changes with any to the Python path
         raw = table.raw
         values = None if raw is None or raw.parse_in_python else _text(raw.values)
@@ -257,3 +265,5 @@ class Stager:
     def close(self) -> None:
         if self._own:
             self.conn.close()
+        if self._ahead is not None:
+            self._ahead.close()

@@ -21,7 +21,7 @@ from google.cloud import bigquery
 from loaders.base import POSITION, LoadBatch, Mode, Sink, TableBatch
 from loaders.bigquery.types import bigquery_type, cast_expression, spelled, widens
 from loaders.sql import Dialect, Scd2Views, evolve
-from loaders.staging import Stager, prepare_batch
+from loaders.staging import Stager
 from sluiceway.connect import bigquery_client
 from sluiceway.errors import SinkFatal, SinkUnavailable
 from sluiceway.settings import BigQuerySettings
@@ -78,7 +78,6 @@ class BigQuerySink(Sink):
         self._known: dict[str, dict[str, str]] = {}
         self._tmp = Path(tempfile.mkdtemp(prefix="sluiceway-bigquery-"))
         self.stager = Stager()
-        self._preparer = Stager(threads=1)  # stages ahead of the write, on its own thread
         self.views = Scd2Views(_DIALECT)
 
     def _t(self, name: str) -> str:
@@ -148,11 +147,9 @@ class BigQuerySink(Sink):
         return _q(staging)
 
     # --- writing ---------------------------------------------------------------------------
-    prepares = True
-
     def prepare(self, batch: LoadBatch, mode: Mode) -> None:
-        """Parse and stage the batch while the one before is written (`prepare_batch`)."""
-        prepare_batch(self._preparer, batch, mode)
+        """Parse and stage the batch while the one before is written (`Stager.prepare`)."""
+        self.stager.prepare(batch, mode)
 
     def write(self, batch: LoadBatch, mode: Mode) -> None:
         for table in batch.tables.values():
@@ -253,6 +250,5 @@ class BigQuerySink(Sink):
     def close(self) -> None:
         self.client.close()  # type: ignore[no-untyped-call]
         self.stager.close()
-        self._preparer.close()
         with contextlib.suppress(OSError):
             self._tmp.rmdir()

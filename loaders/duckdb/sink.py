@@ -38,7 +38,7 @@ from loaders.sql import (
     history,
     q,
 )
-from loaders.staging import Stager, prepare_batch
+from loaders.staging import Stager
 from sluiceway.errors import SinkFatal, SinkUnavailable
 from streaming.events import ColumnSchema
 
@@ -225,7 +225,6 @@ class DuckDBSink(Sink):
         self.shared = shared
         self._file = _Attachment(path, turn=READERS_TURN if shared else 0.0)
         self.stager = Stager(self._file.host)  # stages in the instance the file is attached to
-        self._preparer = Stager(threads=1)  # stages ahead of the write, on its own thread
         self._conn: duckdb.DuckDBPyConnection | None = None
         self._columns: dict[str, dict[str, str]] = {}
         self.views = Scd2Views(_DIALECT)
@@ -293,14 +292,11 @@ class DuckDBSink(Sink):
             self.conn.execute(statement)
 
     # --- writing ---------------------------------------------------------------------------
-    prepares = True
-
     def prepare(self, batch: LoadBatch, mode: Mode) -> None:
-        """Parse and stage each table's records in an in-memory instance of its own, while
-        the batch before is written; `write` then only copies them in. Parsing is the
-        largest statement of a write (a 1M-event replay: 1.3 s of the write thread's 3.2 s).
-        A batch for both modes is staged by `write`, once per mode."""
-        prepare_batch(self._preparer, batch, mode)
+        """Parse and stage each table's records while the batch before is written
+        (`Stager.prepare`); `write` then reads them in place. Parsing is the largest statement
+        of a write (a 1M-event replay: 1.3 s of the write thread's 3.2 s)."""
+        self.stager.prepare(batch, mode)
 
     def write(self, batch: LoadBatch, mode: Mode) -> None:
         self.conn.execute("BEGIN TRANSACTION")
@@ -356,4 +352,4 @@ class DuckDBSink(Sink):
     def close(self) -> None:
         self._file.close()
         self._conn = None
-        self._preparer.close()
+        self.stager.close()

@@ -32,7 +32,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from loaders.base import POSITION, LoadBatch, Mode, Sink, TableBatch
 from loaders.duckdb.types import cast_expression
 from loaders.sql import Dialect, q, scd2_select
-from loaders.staging import Stager, prepare_batch
+from loaders.staging import Stager
 from sluiceway.connect import s3_client
 from sluiceway.errors import SinkFatal, SinkUnavailable
 from sluiceway.settings import S3Settings
@@ -96,7 +96,6 @@ class S3Sink(Sink):
         self.root = root.strip("/")
         self.duck = duckdb.connect()
         self.stager = Stager(self.duck)
-        self._preparer = Stager(threads=1)  # stages ahead of the write, on its own thread
         self._tmp = Path(tempfile.mkdtemp(prefix="sluiceway-s3-"))
 
     def _key(self, table: TableBatch, partition: int, block: int) -> str:
@@ -118,13 +117,11 @@ class S3Sink(Sink):
     def _offsets_key(self, group: str) -> str:
         return f"{self.root}/_sluiceway_offsets/{group}.json"
 
-    prepares = True
-
     def prepare(self, batch: LoadBatch, mode: Mode) -> None:
-        """Parse and stage the batch while the one before is written (`prepare_batch`):
+        """Parse and stage the batch while the one before is written (`Stager.prepare`):
         every change, since the archive keeps history whatever the mode."""
         if mode != "current":
-            prepare_batch(self._preparer, batch, "history")
+            self.stager.prepare(batch, "history")
 
     def write(self, batch: LoadBatch, mode: Mode) -> None:
         if mode == "current":
@@ -221,8 +218,8 @@ class S3Sink(Sink):
         return True
 
     def close(self) -> None:
+        self.stager.close()
         self.duck.close()
-        self._preparer.close()
         with contextlib.suppress(OSError):
             for path in self._tmp.iterdir():
                 path.unlink()

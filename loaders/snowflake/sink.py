@@ -27,7 +27,7 @@ from loaders.sql import (
     q,
     split_ddl,
 )
-from loaders.staging import Stager, prepare_batch
+from loaders.staging import Stager
 from sluiceway.connect import snowflake_connection
 from sluiceway.errors import SinkFatal, SinkUnavailable
 from sluiceway.settings import SnowflakeSettings
@@ -82,7 +82,6 @@ class SnowflakeSink(Sink):
         self._columns: dict[str, dict[str, str]] = {}
         self._tmp = Path(tempfile.mkdtemp(prefix="sluiceway-snowflake-"))
         self.stager = Stager()
-        self._preparer = Stager(threads=1)  # stages ahead of the write, on its own thread
         self.views = Scd2Views(_DIALECT)
 
     def stored_offsets(self, group: str) -> dict[tuple[str, int], int]:
@@ -140,11 +139,9 @@ class SnowflakeSink(Sink):
         path.unlink()
         return True
 
-    prepares = True
-
     def prepare(self, batch: LoadBatch, mode: Mode) -> None:
-        """Parse and stage the batch while the one before is written (`prepare_batch`)."""
-        prepare_batch(self._preparer, batch, mode)
+        """Parse and stage the batch while the one before is written (`Stager.prepare`)."""
+        self.stager.prepare(batch, mode)
 
     def write(self, batch: LoadBatch, mode: Mode) -> None:
         # Two phases: DDL and staging per table first, then one transaction holding only DML
@@ -209,4 +206,3 @@ class SnowflakeSink(Sink):
     def close(self) -> None:
         self.conn.close()
         self.stager.close()
-        self._preparer.close()

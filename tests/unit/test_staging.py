@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from loaders.base import RawRecords, TableBatch
+from loaders.base import LoadBatch, RawRecords, TableBatch
 from loaders.staging import Stager
 from sluiceway.errors import BadRecords
 from streaming.events import ColumnSchema, TableSchema
@@ -44,6 +44,10 @@ def _batch(values: list[bytes]) -> TableBatch:
     for offset, value in enumerate(values):
         raw.append(offset % 2, offset, None, value)
     return TableBatch(("public", "t"), SCHEMA, raw)
+
+
+def _load(table: TableBatch) -> LoadBatch:
+    return LoadBatch("g", {("p.public.t", SCHEMA.id): table})
 
 
 def _staged(stager: Stager) -> list[tuple[object, ...]]:
@@ -96,18 +100,20 @@ def test_a_batch_prepared_in_one_stager_is_staged_by_another_as_it_would_stage_i
     direct = Stager()
     assert direct.stage(_batch(values), latest=True) == 2
     batch = _batch(values)
-    Stager(threads=1).prepare(batch, latest=True)
+    Stager().prepare(_load(batch), "current", export=lambda s: s.query("SELECT 'made'")[0][0])
     assert batch.prepared is not None and batch.prepared.rows.num_rows == 2
     writer = Stager()
     assert writer.stage(batch, latest=True) == 2
     assert _staged(writer) == _staged(direct)
+    assert writer.exported == "made"  # what the export made where the batch was prepared
     assert writer.stage(batch, latest=False) == 3  # prepared for the other mode: staged anew
+    assert writer.exported is None
     assert writer.stage(batch, latest=True) == 2  # and the prepared rows taken again
 
 
 def test_a_batch_that_cannot_be_prepared_is_left_to_the_write_which_names_its_records() -> None:
     batch = _batch([_event("c", {"id": 1, "region": "eu", "v": "a"}, 10), b"not json"])
-    Stager().prepare(batch, latest=True)
+    Stager().prepare(_load(batch), "current")
     assert batch.prepared is None
     with pytest.raises(BadRecords, match=r"p\.public\.t\[1\]@1"):
         Stager().stage(batch, latest=True)
