@@ -140,13 +140,16 @@ class Stager:
         self._ahead: Stager | None = None  # stages for `prepare`, made on first use
 
     def prepare(
-        self, batch: LoadBatch, mode: Mode, export: Callable[[Stager], Any] | None = None
+        self,
+        batch: LoadBatch,
+        mode: Mode,
+        export: Callable[[Stager, TableBatch], Any] | None = None,
     ) -> None:
         """Stage each table of ``batch`` ahead of its write, for a sink's `Sink.prepare`: on
         the caller's thread, in an in-memory instance of one thread of its own, keeping the
         result on the table for `stage` to take as staged — the newest change per key for
-        current state, every change for history. ``export(stager)`` runs there too, on each
-        staged table (`exported` hands it back). What cannot be staged is left for `stage`,
+        current state, every change for history. ``export(stager, table)`` runs there too, on
+        each staged table (`exported` hands it back). What cannot be staged is left for `stage`,
         whose error then names it; a batch for both modes too, staged once per mode."""
         if mode == "both":
             return
@@ -157,7 +160,7 @@ class Stager:
             table.prepared = None
             try:
                 count = ahead.stage(table, latest)
-                made = export(ahead) if export is not None and count else None
+                made = export(ahead, table) if export is not None and count else None
             except (BadRecords, duckdb.Error):
                 continue
             rows = ahead.conn.sql("SELECT * FROM staged").to_arrow_table()

@@ -11,11 +11,23 @@ either the whole batch or none of it. Hand-written rather than with dlt for the 
 The MERGE finds stored rows by primary-key index lookups, not by a hash join: the planner,
 left to itself, hashes the whole target table for every batch — a cost that grows with the
 table (a 100k-row batch against 900k stored rows: 0.70 s, against 0.52 s by the index).
+
+A batch of new rows only — its newest change of each key an insert or a snapshot read — is
+COPYed straight into the target table instead (`PostgresSink._copy_new`): the staging table
+and the MERGE cost PostgreSQL about 2.5 times what COPY into the table costs alone (100k rows:
+0.55 s against 0.22 s), and an initial load, a snapshot and an append-mostly table are all
+such batches. COPY inserts what MERGE would insert, as long as no stored row and no delete
+guard has one of the batch's keys: COPY runs in a savepoint, a key already stored fails it on
+its unique index, a guarded key is found by joining the (few) guards to the table after it,
+and either rolls the savepoint back for the MERGE to apply the batch as it would have. Only
+columns whose staged text PostgreSQL's input reads exactly as the cast would
+(`_COPY_TYPES`, the stored column of that very type) take this path.
 """
 
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg2
@@ -135,11 +147,59 @@ _INDEX_JOINS = "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = of
 _PLANNER_JOINS = "SET LOCAL enable_hashjoin TO DEFAULT; SET LOCAL enable_mergejoin TO DEFAULT"
 
 
-def _csv(stager: Stager) -> bytes:
-    """``staged`` as the CSV text the COPY into the temporary table reads."""
+# The stored types whose input function reads the staged text as `cast_expression` casts it
+# (a plain CAST, which is that input function): COPY can write them straight into the table.
+# Not varchar(n)/char(n) (a cast truncates, COPY refuses), bytes, dates and arrays (decoded in
+# SQL).
+_COPY_TYPES = frozenset(
+    {
+        "smallint", "integer", "bigint", "real", "double precision", "numeric", "boolean",
+        "text", "uuid", "timestamp without time zone", "timestamp with time zone",
+        "time without time zone", "time with time zone", "interval", "json", "jsonb",
+    }
+)  # fmt: skip
+
+# Staged columns a COPY into the target leaves out: all of the metadata but the position.
+_NOT_STORED = "__op, __unchanged, __partition, __offset, __ts_ms"
+
+# Above this many delete guards, checking them after a COPY costs more than it saves.
+_GUARDS_CHECKED = 10_000
+
+
+@dataclass
+class _Csv:
+    """A staged table batch as CSV: the columns the target stores and the position, to COPY
+    into it (``new_rows``), or every staged column, to COPY into the temporary table."""
+
+    data: bytes
+    new_rows: bool
+
+
+def _copyable(columns: list[ColumnSchema]) -> bool:
+    return all(
+        postgres_type(c) in _COPY_TYPES or postgres_type(c).startswith("numeric(") for c in columns
+    )
+
+
+def _csv(stager: Stager, new_rows: bool = False) -> _Csv:
+    """``staged`` as CSV: for a COPY into the target if ``new_rows`` and every staged change
+    is an insert or a snapshot read with no TOAST-unchanged column, else all of it."""
+    if new_rows:
+        (only_new,) = stager.query(
+            "SELECT bool_and(__op IN ('c', 'r') AND len(__unchanged) = 0) FROM staged"
+        )[0]
+        new_rows = bool(only_new)
+    if new_rows:
+        rows = stager.conn.sql(f"SELECT * EXCLUDE ({_NOT_STORED}) FROM staged").to_arrow_table()
+    else:
+        rows = stager.arrow(_TEXT_ARRAY)
     buffer = io.BytesIO()
-    pacsv.write_csv(stager.arrow(_TEXT_ARRAY), buffer, pacsv.WriteOptions(include_header=False))
-    return buffer.getvalue()
+    pacsv.write_csv(rows, buffer, pacsv.WriteOptions(include_header=False))
+    return _Csv(buffer.getvalue(), new_rows)
+
+
+class _Guarded(Exception):
+    """A row the COPY of new rows wrote has a delete guard: the MERGE must apply the batch."""
 
 
 class PostgresSink(Sink):
@@ -199,22 +259,70 @@ class PostgresSink(Sink):
 
     def prepare(self, batch: LoadBatch, mode: Mode) -> None:
         """Stage each table's records and write them as CSV while the batch before is
-        written (`Stager.prepare`)."""
-        self.stager.prepare(batch, mode, export=_csv)
+        written (`Stager.prepare`): for a COPY into the target where the table can take one
+        and the batch is new rows only (module docstring)."""
+        current = mode == "current"
+        self.stager.prepare(
+            batch,
+            mode,
+            export=lambda stager, table: _csv(
+                stager, current and _copyable(list(table.schema.columns))
+            ),
+        )
 
     def _stage(
         self, cur: Any, columns: list[ColumnSchema], table: TableBatch, latest: bool
-    ) -> bool:
-        """Stage the batch as the temporary table ``staged`` (text columns); False if empty."""
+    ) -> _Csv | None:
+        """Stage the batch in DuckDB and make its CSV (`_csv`; for a COPY into the target if
+        ``new_rows`` allows); None if it is empty."""
         if not self.stager.stage(table, latest):
-            return False
+            return None
         csv = self.stager.exported
-        if csv is None:
+        if not isinstance(csv, _Csv):
+            csv = _csv(self.stager, latest and _copyable(columns))
+        return csv
+
+    def _copy_staged(self, cur: Any, columns: list[ColumnSchema], csv: _Csv) -> None:
+        """COPY the staged batch into the temporary table ``staged`` (text columns)."""
+        if csv.new_rows:
             csv = _csv(self.stager)
         text_columns = ", ".join(f"{q(c.name)} text" for c in columns)
         cur.execute("DROP TABLE IF EXISTS pg_temp.staged")
         cur.execute(f"CREATE TEMP TABLE staged ({text_columns}, {_STAGE_META}) ON COMMIT DROP")
-        cur.copy_expert("COPY staged FROM STDIN WITH (FORMAT csv)", io.BytesIO(csv))
+        cur.copy_expert("COPY staged FROM STDIN WITH (FORMAT csv)", io.BytesIO(csv.data))
+
+    def _copy_new(
+        self, cur: Any, target: str, guard: str, columns: list[ColumnSchema], csv: _Csv
+    ) -> bool:
+        """COPY a batch of new rows straight into ``target``; False, with nothing changed, if
+        a key is stored or guarded already, or the target's columns are not of the types the
+        COPY writes (module docstring)."""
+        stored = self._columns[target]
+        if not csv.new_rows or any(
+            stored.get(c.name, "").lower() != postgres_type(c).lower() for c in columns
+        ):
+            return False
+        cur.execute(f"SELECT count(*) FROM (SELECT 1 FROM {guard} LIMIT {_GUARDS_CHECKED + 1}) g")
+        guards = cur.fetchone()[0]
+        if guards > _GUARDS_CHECKED:
+            return False
+        names = ", ".join([*(q(c.name) for c in columns), *POSITION])
+        cur.execute("SAVEPOINT new_rows")
+        try:
+            cur.copy_expert(
+                f"COPY {target} ({names}) FROM STDIN WITH (FORMAT csv)", io.BytesIO(csv.data)
+            )
+            if guards:
+                # No stored row has a guard (a newer upsert removes it; an older one is
+                # blocked), so any row that has one now is one this COPY wrote.
+                on = " AND ".join(f"g.{q(c.name)} = t.{q(c.name)}" for c in columns if c.key)
+                cur.execute(f"SELECT EXISTS (SELECT 1 FROM {guard} g JOIN {target} t ON {on})")
+                if cur.fetchone()[0]:
+                    raise _Guarded
+        except (psycopg2.errors.UniqueViolation, _Guarded):
+            cur.execute("ROLLBACK TO SAVEPOINT new_rows")
+            return False
+        cur.execute("RELEASE SAVEPOINT new_rows")
         return True
 
     def write(self, batch: LoadBatch, mode: Mode) -> None:
@@ -256,8 +364,10 @@ class PostgresSink(Sink):
         self._ensure(
             cur, guard, [c for c in columns if c.key], [*position, f"PRIMARY KEY ({keys})"]
         )
-        if not self._stage(cur, columns, table, latest=True):
+        csv = self._stage(cur, columns, table, latest=True)
+        if csv is None or self._copy_new(cur, target, guard, columns, csv):
             return
+        self._copy_staged(cur, columns, csv)
         if self.conn.server_version >= 150000:
             blocked, merge, *guards = merge_current_state(target, guard, columns, "staged")
             cur.execute(blocked)
@@ -276,8 +386,10 @@ class PostgresSink(Sink):
         columns = list(table.schema.columns)
         target = self.table_name(table, "__history")
         self._ensure(cur, target, columns, [f"{n} {t}" for n, t in HISTORY_COLUMNS])
-        if not self._stage(cur, columns, table, latest=False):
+        csv = self._stage(cur, columns, table, latest=False)
+        if csv is None:
             return
+        self._copy_staged(cur, columns, csv)
         topic = table.raw.topic if table.raw is not None else table.changes[0].topic
         cur.execute(history(_DIALECT, target, columns, "staged", topic))
         view = self.views.statement(self.table_name(table, "__scd2"), target, columns)

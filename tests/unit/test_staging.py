@@ -100,7 +100,7 @@ def test_a_batch_prepared_in_one_stager_is_staged_by_another_as_it_would_stage_i
     direct = Stager()
     assert direct.stage(_batch(values), latest=True) == 2
     batch = _batch(values)
-    Stager().prepare(_load(batch), "current", export=lambda s: s.query("SELECT 'made'")[0][0])
+    Stager().prepare(_load(batch), "current", export=lambda s, _t: s.query("SELECT 'made'")[0][0])
     assert batch.prepared is not None and batch.prepared.rows.num_rows == 2
     writer = Stager()
     assert writer.stage(batch, latest=True) == 2
