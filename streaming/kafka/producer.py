@@ -166,6 +166,25 @@ class EventProducer:
                 batch.outstanding -= 1
                 raise
 
+    def send_all(self, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:
+        """Queue (key, value) messages of bulk work (``each_delivery=False``), awaited as a
+        whole by `flush`; blocks (serving callbacks) while the local queue is full."""
+        if self._each:
+            raise TypeError("send_all is for a producer made with each_delivery=False")
+        produce = self._producer.produce
+        for key, value in messages:
+            try:
+                produce(topic, value, key)
+            except BufferError:
+                while True:
+                    self._producer.poll(0.05)
+                    self.raise_if_failed()
+                    try:
+                        produce(topic, value, key)
+                        break
+                    except BufferError:
+                        continue
+
     def serve(self, timeout: float = 0.0) -> None:
         """Run delivery callbacks."""
         self._producer.poll(timeout)

@@ -10,9 +10,13 @@ from typing import Any
 
 import orjson
 import pytest
+from psycopg2 import sql
 
 from sluiceway.settings import Settings
 from stack.manager import Stack
+from streaming.sources.postgres.catalog import table_info
+from streaming.sources.postgres.pgtypes import JSON_IN_SERVER
+from streaming.sources.postgres.snapshot import BLOCK_BYTES, Chunk, json_query
 from tests.integration.capture_support import (
     capture_running,
     make_pipeline,
@@ -143,3 +147,58 @@ def _walsender(conn: Any, slot: str) -> int | None:
         cur.execute("SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (slot,))
         row = cur.fetchone()
     return row[0] if row else None
+
+
+class _Lines:
+    """COPY's output, kept as lines."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def write(self, data: bytes) -> int:
+        self.data += data
+        return len(data)
+
+    def lines(self) -> list[bytes]:
+        return bytes(self.data).rstrip(b"\n").split(b"\n")
+
+
+def test_snapshot_blocks_stay_bounded_and_wide_rows_arrive_whole(
+    settings: Settings, stack: Stack, unique: str
+) -> None:
+    require(stack, "postgres")
+    require(stack, "kafka")
+    with temporary_database(settings, unique) as conn:
+        with conn.cursor() as cur:
+            cur.execute("CREATE TABLE wide (id int PRIMARY KEY, body text)")
+            # 1,000 rows of 64 KB among 3,000 small ones: 64 MB in one chunk.
+            cur.execute(
+                "INSERT INTO wide SELECT g, CASE WHEN g % 4 = 0 THEN repeat(md5(g::text), 2000) "
+                "ELSE 'short ' || g END FROM generate_series(1, 4000) g"
+            )
+            cur.execute("SELECT 'public.wide'::regclass::oid")
+            table = table_info(conn, cur.fetchone()[0])
+            assert table is not None
+            query, params = json_query(
+                Chunk(table, None, None),
+                ["id", "body"],
+                [JSON_IN_SERVER["int4"], JSON_IN_SERVER["text"]],
+                table.key,
+            )
+            out = _Lines()
+            statement = sql.SQL("COPY ({}) TO STDOUT").format(query)
+            cur.copy_expert(cur.mogrify(statement, params).decode(), out)
+        blocks = [line.split(b"\x1e") for line in out.lines()]
+        assert max(len(line) for line in out.lines()) <= BLOCK_BYTES + 65_000
+        assert max(len(rows) for rows in blocks) <= 1024
+        assert len(blocks) >= 64_000_000 // BLOCK_BYTES
+        rows = [orjson.loads(row.partition(b"\x1f")[2]) for block in blocks for row in block]
+        assert sorted(r["id"] for r in rows) == list(range(1, 4001))
+
+        with capture_running(settings, make_pipeline(unique)) as capture:
+            wait_caught_up(capture, conn)
+        state = rebuild_state(read_topic(settings, f"{unique}.public.wide"))
+        with conn.cursor() as cur:
+            cur.execute("SELECT id, body FROM wide")
+            source = {orjson.dumps({"id": i}).decode(): {"id": i, "body": b} for i, b in cur}
+        assert state == source

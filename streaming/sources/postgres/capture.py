@@ -49,7 +49,7 @@ from streaming.sources.postgres.catalog import (
 )
 from streaming.sources.postgres.changes import TableCodec
 from streaming.sources.postgres.pgtypes import SESSION_SETTINGS, TypeRegistry
-from streaming.sources.postgres.snapshot import SnapshotReader
+from streaming.sources.postgres.snapshot import JsonRows, SnapshotReader
 from streaming.sources.postgres.state import CaptureState
 from streaming.sources.postgres.stream import TransactionStream
 from streaming.sources.retry import run_with_retries
@@ -297,10 +297,13 @@ class PostgresCapture:
             event = codec.event("r", None, values, sources[table.oid], now)
             self._send(bulk, batch, codec, event, as_connect)
 
-        def on_json(table: TableInfo, key: bytes | None, after: bytes) -> None:
+        def on_json(table: TableInfo, rows: JsonRows) -> None:
             framing = framings[table.oid]
-            value = framing.prefix + after + framing.suffix
-            bulk.send(batch, framing.topic, framing.key(key), value)
+            prefix, suffix, key = framing.prefix, framing.suffix, framing.key
+            if framing.key_prefix:
+                bulk.send_all(framing.topic, [(key(k), prefix + row + suffix) for k, row in rows])
+            else:
+                bulk.send_all(framing.topic, [(k, prefix + row + suffix) for k, row in rows])
 
         def on_progress(rows: int) -> None:
             self.stats.snapshot_rows = rows
