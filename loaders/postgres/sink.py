@@ -160,7 +160,7 @@ _COPY_TYPES = frozenset(
 )  # fmt: skip
 
 # Staged columns a COPY into the target leaves out: all of the metadata but the position.
-_NOT_STORED = "__op, __unchanged, __partition, __offset, __ts_ms"
+_NOT_STORED = ["__op", "__unchanged", "__partition", "__offset", "__ts_ms"]
 
 # Above this many delete guards, checking them after a COPY costs more than it saves.
 _GUARDS_CHECKED = 10_000
@@ -189,10 +189,7 @@ def _csv(stager: Stager, new_rows: bool = False) -> _Csv:
             "SELECT bool_and(__op IN ('c', 'r') AND len(__unchanged) = 0) FROM staged"
         )[0]
         new_rows = bool(only_new)
-    if new_rows:
-        rows = stager.conn.sql(f"SELECT * EXCLUDE ({_NOT_STORED}) FROM staged").to_arrow_table()
-    else:
-        rows = stager.arrow(_TEXT_ARRAY)
+    rows = stager.rows().drop_columns(_NOT_STORED) if new_rows else stager.arrow(_TEXT_ARRAY)
     buffer = io.BytesIO()
     pacsv.write_csv(rows, buffer, pacsv.WriteOptions(include_header=False))
     return _Csv(buffer.getvalue(), new_rows)
