@@ -142,13 +142,8 @@ class EventProducer:
         each send): nothing after a failure is ever confirmed, so nothing is lost meanwhile.
         """
         if not self._each:
-            while True:
-                try:
-                    self._producer.produce(topic, value, key, headers=headers)
-                    return
-                except BufferError:
-                    self._producer.poll(0.05)
-                    self.raise_if_failed()
+            self._queue(topic, key, value, headers)
+            return
         batch.outstanding += 1
         while True:
             try:
@@ -171,19 +166,24 @@ class EventProducer:
         whole by `flush`; blocks (serving callbacks) while the local queue is full."""
         if self._each:
             raise TypeError("send_all is for a producer made with each_delivery=False")
-        produce = self._producer.produce
         for key, value in messages:
+            self._queue(topic, key, value)
+
+    def _queue(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        """Produce one message of bulk work, serving callbacks while the local queue is full."""
+        while True:
             try:
-                produce(topic, value, key)
+                self._producer.produce(topic, value, key, headers=headers)
+                return
             except BufferError:
-                while True:
-                    self._producer.poll(0.05)
-                    self.raise_if_failed()
-                    try:
-                        produce(topic, value, key)
-                        break
-                    except BufferError:
-                        continue
+                self._producer.poll(0.05)
+                self.raise_if_failed()
 
     def serve(self, timeout: float = 0.0) -> None:
         """Run delivery callbacks."""

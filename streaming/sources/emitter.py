@@ -58,6 +58,14 @@ class Framing:
             return None
         return self.key_prefix + encoded + self.key_suffix if self.key_prefix else encoded
 
+    def messages(self, rows: list[tuple[bytes | None, bytes]]) -> list[tuple[bytes | None, bytes]]:
+        """(key, value) messages around encoded (key, after) rows, as `key` frames each."""
+        prefix, suffix = self.prefix, self.suffix
+        if not self.key_prefix:  # the keys as they are: no call per row on a snapshot's path
+            return [(k, prefix + row + suffix) for k, row in rows]
+        key = self.key
+        return [(key(k), prefix + row + suffix) for k, row in rows]
+
 
 def _split(encoded: bytes) -> tuple[bytes, bytes]:
     prefix, mark, suffix = encoded.partition(orjson.dumps(_MARK))

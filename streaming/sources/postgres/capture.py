@@ -299,11 +299,7 @@ class PostgresCapture:
 
         def on_json(table: TableInfo, rows: JsonRows) -> None:
             framing = framings[table.oid]
-            prefix, suffix, key = framing.prefix, framing.suffix, framing.key
-            if framing.key_prefix:
-                bulk.send_all(framing.topic, [(key(k), prefix + row + suffix) for k, row in rows])
-            else:
-                bulk.send_all(framing.topic, [(k, prefix + row + suffix) for k, row in rows])
+            bulk.send_all(framing.topic, framing.messages(rows))
 
         def on_progress(rows: int) -> None:
             self.stats.snapshot_rows = rows
