@@ -29,6 +29,7 @@ from rich.console import Console
 from bench.load import PREFIX, _load, _produce
 from bench.record import Figure, command, summarize
 from loaders.duckdb import DuckDBSink
+from loaders.runner import FETCH
 from sluiceway.settings import Settings
 
 __all__ = ["main"]
@@ -43,9 +44,7 @@ def _rows(settings: Settings) -> Iterator[list[dict[str, Any]]]:
             **settings.kafka.client_config(),
             "group.id": uuid.uuid4().hex,
             "enable.auto.commit": False,
-            "fetch.max.bytes": 64 * 1024 * 1024,
-            "max.partition.fetch.bytes": 8 * 1024 * 1024,
-            "queued.min.messages": 200_000,
+            **FETCH,  # the loader's: both sides read Kafka alike
         }
     )
     partitions = consumer.list_topics(TOPIC, timeout=10).topics[TOPIC].partitions

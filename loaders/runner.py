@@ -91,12 +91,22 @@ class _Archived:
 
 
 FETCH = {
-    "fetch.max.bytes": 64 * 1024 * 1024,
-    "max.partition.fetch.bytes": 8 * 1024 * 1024,
-    "queued.min.messages": 200_000,
+    "fetch.max.bytes": 8 * 1024 * 1024,
+    "max.partition.fetch.bytes": 2 * 1024 * 1024,
+    "queued.min.messages": 10_000,
+    "queued.max.messages.kbytes": 8 * 1024,
+    "fetch.queue.backoff.ms": 5,
 }
-"""The loader's fetch settings: large fetches and a deep prefetch queue. With librdkafka's
-defaults a Python consume loop reads about 200k records/s, with these nearer 600k."""
+"""The loader's fetch settings: a shallow prefetch queue, refilled at once.
+
+librdkafka stops fetching a partition while its local queue is over ``queued.min.messages``
+or ``queued.max.messages.kbytes``, and then waits ``fetch.queue.backoff.ms`` (1 s by default)
+before it looks again: a Python loop that empties a small queue sooner than that starves, which
+is why a deep queue (64 MiB fetches, 200k messages per partition) used to be the fast choice.
+With the wait at 5 ms a small queue is refilled as it drains, and memory stays small: the
+records held are compressed fetches and their decompressed message sets, about a fetch's worth
+(lz4 makes a 64 MiB fetch ~4x that in memory). A bare consume loop over a 1M-event window:
+~0.6M records/s at 475 MiB peak RSS with the deep queue, ~1.4-1.8M at 180-200 MiB with these."""
 
 
 SWITCH_INTERVAL = 0.0005
