@@ -28,6 +28,7 @@ import duckdb
 import orjson
 import pyarrow as pa
 
+from loaders.arrow import int_array, text_array
 from loaders.base import LoadBatch, Mode, TableBatch, latest_per_key
 from loaders.sql import staged_values
 from sluiceway.errors import BadRecords
@@ -106,7 +107,7 @@ def _text(values: list[bytes]) -> pa.Array | None:
     buffer, where converting each value to a string does it per object (100k envelopes: 11 ms
     against 89 ms, all of it holding the GIL the reading thread needs)."""
     try:
-        return pa.array(values, pa.binary()).cast(pa.string())
+        return text_array(values)
     except pa.ArrowInvalid:
         return None
 
@@ -194,8 +195,8 @@ class Stager:
                 "raw",
                 pa.table(
                     {
-                        "__partition": pa.array(raw.partitions, pa.int32()),
-                        "__offset": pa.array(raw.offsets, pa.int64()),
+                        "__partition": int_array(raw.partitions, pa.int32()),
+                        "__offset": int_array(raw.offsets, pa.int64()),
                         "__value": values,
                     }
                 ),

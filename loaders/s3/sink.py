@@ -29,6 +29,7 @@ import orjson
 import pyarrow as pa
 from botocore.exceptions import BotoCoreError, ClientError
 
+from loaders.arrow import binary_array, int_array
 from loaders.base import POSITION, LoadBatch, Mode, Sink, TableBatch
 from loaders.duckdb.types import cast_expression
 from loaders.sql import Dialect, q, scd2_select
@@ -169,10 +170,10 @@ class S3Sink(Sink):
             "events",
             pa.table(
                 {
-                    "p": pa.array(raw.partitions if raw else [], pa.int32()),
-                    "o": pa.array(raw.offsets if raw else [], pa.int64()),
-                    "k": pa.array(raw.keys if raw else [], pa.binary()),
-                    "v": pa.array(raw.values if raw else [], pa.binary()),
+                    "p": int_array(raw.partitions if raw else [], pa.int32()),
+                    "o": int_array(raw.offsets if raw else [], pa.int64()),
+                    "k": binary_array(raw.keys if raw else []),
+                    "v": binary_array(raw.values if raw else []),
                 }
             ),
         )
