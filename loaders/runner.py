@@ -23,13 +23,12 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from loaders.base import LoadBatch, Mode, RawRecords, Sink, TableBatch
 from loaders.changes import Change
-from loaders.s3.archive import ArchiveReader
 from loaders.schemas import SchemaCatalog
 from sluiceway.connect import kafka_admin
 from sluiceway.errors import BadRecords, IncompatibleChange, SinkFatal
@@ -37,6 +36,9 @@ from sluiceway.pipeline import Pipeline, TopicSettings
 from sluiceway.settings import Settings
 from streaming.kafka.deadletter import DeadLetters
 from streaming.kafka.topics import ensure_topics
+
+if TYPE_CHECKING:  # imported by whoever passes one: boto3 costs a loader ~20 MiB resident
+    from loaders.s3.archive import ArchiveReader
 
 __all__ = ["FETCH", "LoadStats", "Loader", "interpreter_tuned"]
 
