@@ -1,13 +1,13 @@
 """Arrow arrays of a batch's records, built from their buffers.
 
-A loader hands every batch's Kafka values, offsets and partitions to Arrow. ``pa.array`` on a
-Python list asks pandas whether the list is array-like, and so imports pandas into a process
-that never uses it: ~54 MiB of a loader's resident memory, the largest single part of its
-budget after the imports it does need. It is also slower: 100k values and their offsets take
-~43 ms through ``pa.array`` against ~11 ms here, time the reading thread spends holding the
-GIL. Arrow's layout for these types is simple (offsets and one data buffer, or one value
-buffer), so the arrays are built from ``b"".join`` and the standard library's ``array``
-directly; Arrow keeps a reference to each buffer, nothing is copied twice.
+The S3 target archives every record with its change (`loaders.s3`): a batch's keys, values,
+offsets and partitions go to Arrow. ``pa.array`` on a Python list asks pandas whether the list
+is array-like, and so imports pandas into a process that never uses it (~54 MiB resident).
+It is also slower: 100k values and their offsets take ~43 ms through ``pa.array`` against
+~11 ms here, time the loader's threads spend holding the GIL. Arrow's layout for these types
+is simple (offsets and one data buffer, or one value buffer), so the arrays are built from
+``b"".join`` and the standard library's ``array`` directly; Arrow keeps a reference to each
+buffer, nothing is copied twice.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from itertools import accumulate
 
 import pyarrow as pa
 
-__all__ = ["binary_array", "int_array", "text_array"]
+__all__ = ["binary_array", "int_array"]
 
 _INT32_LIMIT = 2**31 - 1
 _CODES = {pa.int32(): "i", pa.int64(): "q"}
@@ -37,16 +37,6 @@ def binary_array(values: Sequence[bytes | None]) -> pa.Array:
         len(values),
         [None, pa.py_buffer(offsets), pa.py_buffer(data)],
     )
-
-
-def text_array(values: Sequence[bytes]) -> pa.Array:
-    """UTF-8 ``values`` as one string array, checked in one pass over the buffer.
-
-    Raises:
-        pyarrow.ArrowInvalid: if a value is not UTF-8.
-    """
-    binary = binary_array(values)
-    return binary.cast(pa.large_string() if binary.type == pa.large_binary() else pa.string())
 
 
 def int_array(values: Sequence[int], kind: pa.DataType) -> pa.Array:

@@ -152,11 +152,14 @@ class BigQuerySink(Sink):
         self.stager.prepare(batch, mode)
 
     def write(self, batch: LoadBatch, mode: Mode) -> None:
-        for table in batch.tables.values():
-            if mode in ("current", "both"):
-                self._current(table)
-            if mode in ("history", "both"):
-                self._history(table)
+        try:
+            for table in batch.tables.values():
+                if mode in ("current", "both"):
+                    self._current(table)
+                if mode in ("history", "both"):
+                    self._history(table)
+        finally:
+            self.stager.finish()
         if batch.offsets:
             # An append-only log, read back with MAX: one statement, nothing to merge.
             values = ", ".join(

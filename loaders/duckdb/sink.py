@@ -224,7 +224,8 @@ class DuckDBSink(Sink):
         self.schema = schema
         self.shared = shared
         self._file = _Attachment(path, turn=READERS_TURN if shared else 0.0)
-        self.stager = Stager(self._file.host)  # stages in the instance the file is attached to
+        # Stages in the instance the file is attached to, inside the write's transaction.
+        self.stager = Stager(self._file.host, transactional=True)
         self._conn: duckdb.DuckDBPyConnection | None = None
         self._columns: dict[str, dict[str, str]] = {}
         self.views = Scd2Views(_DIALECT)
@@ -315,6 +316,7 @@ class DuckDBSink(Sink):
             self._rollback()
             raise
         finally:
+            self.stager.finish()
             self.release()
 
     def _rollback(self) -> None:

@@ -347,6 +347,8 @@ class PostgresSink(Sink):
             self._columns.clear()  # the rolled-back DDL is gone too
             self.views.forget()
             raise SinkFatal(f"PostgreSQL target refused the batch: {exc.pgerror or exc}") from exc
+        finally:
+            self.stager.finish()
 
     def _current(self, cur: Any, table: TableBatch) -> None:
         columns = list(table.schema.columns)

@@ -146,6 +146,8 @@ class S3Sink(Sink):
                 )
         except (BotoCoreError, ClientError) as exc:
             raise SinkUnavailable(f"S3: {exc}") from exc
+        finally:
+            self.stager.finish()
 
     def _history(self, table: TableBatch) -> None:
         if not self.stager.stage(table, latest=False):

@@ -170,6 +170,8 @@ class SnowflakeSink(Sink):
             cur.execute("ROLLBACK")
             self.views.forget()
             raise SinkFatal(f"Snowflake refused the batch: {exc}"[:2000]) from exc
+        finally:
+            self.stager.finish()
 
     def _current(self, cur: Any, table: TableBatch, number: int) -> list[str]:
         columns = list(table.schema.columns)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import orjson
 import pytest
 
 from loaders.base import LoadBatch, RawRecords, TableBatch
-from loaders.staging import Stager
+from loaders.staging import STAGING, Stager
 from sluiceway.errors import BadRecords
 from streaming.events import ColumnSchema, TableSchema
 
@@ -91,7 +95,13 @@ def test_values_that_are_not_utf8_or_not_json_are_named() -> None:
         assert [(p, o) for _, p, o, _ in caught.value.records] == [(1, 1)]
 
 
-def test_a_batch_prepared_in_one_stager_is_staged_by_another_as_it_would_stage_it() -> None:
+def _prepared_tables(stager: Stager) -> int:
+    return stager.query(f"SELECT count(*) FROM duckdb_tables() WHERE database_name = '{STAGING}'")[
+        0
+    ][0]
+
+
+def test_a_prepared_batch_is_staged_by_the_write_as_it_would_stage_it_then_dropped() -> None:
     values = [
         _event("c", {"id": 1, "region": "eu", "v": "a"}, 10),
         _event("u", {"id": 1, "region": "eu", "v": "b"}, 20),
@@ -100,15 +110,46 @@ def test_a_batch_prepared_in_one_stager_is_staged_by_another_as_it_would_stage_i
     direct = Stager()
     assert direct.stage(_batch(values), latest=True) == 2
     batch = _batch(values)
-    Stager().prepare(_load(batch), "current", export=lambda s, _t: s.query("SELECT 'made'")[0][0])
-    assert batch.prepared is not None and batch.prepared.rows.num_rows == 2
     writer = Stager()
+    writer.prepare(_load(batch), "current", export=lambda s, _t: s.query("SELECT 'made'")[0][0])
+    assert batch.prepared is not None and batch.prepared.count == 2
+    assert _prepared_tables(writer) == 1
     assert writer.stage(batch, latest=True) == 2
     assert _staged(writer) == _staged(direct)
     assert writer.exported == "made"  # what the export made where the batch was prepared
     assert writer.stage(batch, latest=False) == 3  # prepared for the other mode: staged anew
     assert writer.exported is None
     assert writer.stage(batch, latest=True) == 2  # and the prepared rows taken again
+    assert _staged(writer) == _staged(direct)
+    writer.finish()  # the write is over: its prepared table goes
+    assert _prepared_tables(writer) == 0
+    assert writer.stage(batch, latest=True) == 2  # staged anew, the same rows
+    assert _staged(writer) == _staged(direct) and writer.exported is None
+
+
+def test_a_batch_prepared_by_another_stager_is_staged_anew() -> None:
+    batch = _batch([_event("c", {"id": 1, "region": "eu", "v": "a"}, 10)])
+    Stager().prepare(_load(batch), "current", export=lambda s, _t: "made")
+    writer = Stager()
+    assert writer.stage(batch, latest=True) == 1
+    assert writer.exported is None  # not the other instance's work
+
+
+def test_finish_drops_what_was_prepared_before_the_batch_written_but_not_after() -> None:
+    writer = Stager()
+    first, second, third = (
+        _batch([_event("c", {"id": i, "region": "eu", "v": "a"}, i)]) for i in (1, 2, 3)
+    )
+    writer.prepare(_load(first), "history")  # never taken: the write stages it for current
+    writer.prepare(_load(second), "current")
+    writer.prepare(_load(third), "current")  # the next batch, prepared while one is written
+    assert all(b.prepared is not None for b in (first, second, third))
+    assert _prepared_tables(writer) == 3
+    assert writer.stage(first, latest=True) == 1 and writer.stage(second, latest=True) == 1
+    writer.finish()
+    assert _prepared_tables(writer) == 1
+    assert writer.stage(third, latest=True) == 1
+    assert writer.query("SELECT id FROM staged") == [("3",)]
 
 
 def test_a_batch_that_cannot_be_prepared_is_left_to_the_write_which_names_its_records() -> None:
@@ -117,3 +158,87 @@ def test_a_batch_that_cannot_be_prepared_is_left_to_the_write_which_names_its_re
     assert batch.prepared is None
     with pytest.raises(BadRecords, match=r"p\.public\.t\[1\]@1"):
         Stager().stage(batch, latest=True)
+
+
+def _partitioned(values: list[bytes], places: list[tuple[int, int]]) -> TableBatch:
+    raw = RawRecords("p.public.t")
+    for (partition, offset), value in zip(places, values, strict=True):
+        raw.append(partition, offset, None, value)
+    return TableBatch(("public", "t"), SCHEMA, raw)
+
+
+@pytest.mark.parametrize(("threads", "transaction"), [(1, False), (2, False), (1, True)])
+def test_each_change_keeps_its_own_partition_and_offset(threads: int, transaction: bool) -> None:
+    """Offsets come from each record's place in the batch: runs of consecutive offsets in
+    interleaved partitions, gaps (transaction markers, compaction), a batch large enough for
+    DuckDB to read it in several parts on two threads, and staging inside a transaction (as
+    the DuckDB target does), whose own storage numbers rows from far above zero."""
+    places: list[tuple[int, int]] = []
+    for run in range(60):
+        partition = run % 3
+        first = 1_000 * run + (run % 7)  # runs of different lengths, with gaps between them
+        places += [(partition, first + i) for i in range(37 + run * 41)]
+    places += [(1, 10**12 + 2 * i) for i in range(500)]  # every other offset: runs of one
+    pad = "x" * 300
+    values = [
+        _event("c", {"id": i, "region": "eu", "v": f"{p}:{o}:{pad}"}, i)
+        for i, (p, o) in enumerate(places)
+    ]
+    stager = Stager(threads=threads, transactional=transaction)
+    if transaction:
+        stager.query("BEGIN TRANSACTION")
+    assert stager.stage(_partitioned(values, places), latest=False) == len(places)
+    one_run = _partitioned(values[:37], places[:37])  # a batch of one run: placed without a join
+    assert stager.stage(one_run, latest=False) == 37
+    assert stager.query("SELECT min(__offset), max(__offset), min(__partition) FROM staged") == [
+        (places[0][1], places[36][1], 0)
+    ]
+    assert stager.stage(_partitioned(values, places), latest=False) == len(places)
+    staged = stager.query("SELECT v, __partition, __offset FROM staged")
+    assert sorted((int(v.split(":")[0]), int(v.split(":")[1])) for v, _, _ in staged) == sorted(
+        places
+    )
+    assert all(v.startswith(f"{p}:{o}:") for v, p, o in staged)
+
+
+def test_values_that_are_not_one_json_line_are_staged_by_python() -> None:
+    pretty = orjson.dumps(
+        orjson.loads(_event("c", {"id": 2, "region": "eu", "v": "b"}, 12)),
+        option=orjson.OPT_INDENT_2,
+    )
+    values = [_event("c", {"id": 1, "region": "eu", "v": "a"}, 11), pretty]
+    stager = Stager()
+    assert stager.stage(_batch(values), latest=True) == 2
+    assert _staged(stager) == [("1", "eu", "a", "c", 11), ("2", "eu", "b", "c", 12)]
+    with pytest.raises(BadRecords, match=r"p\.public\.t\[1\]@1"):
+        stager.stage(_batch([values[0], b" "]), latest=True)  # blank: skipped by the reader
+
+
+LOAD_A_BATCH = """
+import sys
+from pathlib import Path
+from tests.unit.test_staging import SCHEMA, _batch, _event, _load
+from loaders.duckdb import DuckDBSink
+sink = DuckDBSink(Path(sys.argv[1]), "s")
+python = _batch([_event("c", {"id": 2, "region": "eu", "v": "b"}, 2)])
+python.raw.parse_in_python = True
+for table in (_batch([_event("c", {"id": 1, "region": "eu", "v": "a"}, 1)]), python):
+    batch = _load(table)
+    sink.prepare(batch, "current")
+    sink.write(batch, "current")
+rows = sink.conn.execute("SELECT id, v FROM s.t ORDER BY id").fetchall()
+sink.close()
+print(rows, sorted(m for m in ("pyarrow", "numpy", "pandas") if m in sys.modules))
+"""
+
+
+def test_loading_into_duckdb_imports_no_pyarrow_numpy_or_pandas(tmp_path: Path) -> None:
+    """The DuckDB loader's path from raw records to the target (bulk and Python parsing,
+    prepared and not): pyarrow and the numpy it imports would cost ~75 MiB resident."""
+    out = subprocess.run(
+        [sys.executable, "-c", LOAD_A_BATCH, str(tmp_path / "w.duckdb")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == "[(1, 'a'), (2, 'b')] []"
