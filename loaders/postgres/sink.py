@@ -220,7 +220,7 @@ class PostgresSink(Sink):
             )
         self.conn.commit()
         self._columns: dict[str, dict[str, str]] = {}
-        self.stager = Stager()
+        self.stager = Stager(threads=1)
         self.views = Scd2Views(_DIALECT)
 
     def table_name(self, batch: TableBatch, suffix: str = "") -> str:

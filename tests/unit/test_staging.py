@@ -187,18 +187,12 @@ def test_each_change_keeps_its_own_partition_and_offset(threads: int, transactio
     stager = Stager(threads=threads, transactional=transaction)
     if transaction:
         stager.query("BEGIN TRANSACTION")
-    assert stager.stage(_partitioned(values, places), latest=False) == len(places)
-    one_run = _partitioned(values[:37], places[:37])  # a batch of one run: placed without a join
-    assert stager.stage(one_run, latest=False) == 37
-    assert stager.query("SELECT min(__offset), max(__offset), min(__partition) FROM staged") == [
-        (places[0][1], places[36][1], 0)
-    ]
-    assert stager.stage(_partitioned(values, places), latest=False) == len(places)
-    staged = stager.query("SELECT v, __partition, __offset FROM staged")
-    assert sorted((int(v.split(":")[0]), int(v.split(":")[1])) for v, _, _ in staged) == sorted(
-        places
-    )
-    assert all(v.startswith(f"{p}:{o}:") for v, p, o in staged)
+    few = 37 + 78 + 119  # three runs of three partitions: placed by a CASE per row
+    for count in (37, few, len(places)):  # one run; a few; many, with runs of one (joined)
+        assert stager.stage(_partitioned(values[:count], places[:count]), latest=False) == count
+        staged = stager.query("SELECT v, __partition, __offset FROM staged")
+        assert sorted((p, o) for _, p, o in staged) == sorted(places[:count])
+        assert all(v.startswith(f"{p}:{o}:") for v, p, o in staged)  # each record its own
 
 
 def test_values_that_are_not_one_json_line_are_staged_by_python() -> None:
