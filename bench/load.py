@@ -89,13 +89,13 @@ def _holds(settings: Settings, topic: str, rows: int) -> bool:
         counter.close()
 
 
-def _produce(settings: Settings, rows: int, reuse: bool = False) -> None:
-    """Write ``rows`` insert events to the benchmark topic. With ``reuse``, a topic that
-    already holds exactly them (an earlier benchmark of the suite wrote it: the events are
-    the same for the same count) is kept as it is."""
+def _produce(settings: Settings, rows: int, reuse: bool = False) -> bool:
+    """Write ``rows`` insert events to the benchmark topic; whether it did. With ``reuse``, a
+    topic that already holds exactly them (an earlier benchmark of the suite wrote it: the
+    events are the same for the same count) is kept as it is."""
     topic = f"{PREFIX}.public.items"
     if reuse and _holds(settings, topic, rows):
-        return
+        return False
     admin = kafka_admin(settings.kafka)
     existing = admin.list_topics(timeout=10).topics
     if topic in existing:
@@ -132,6 +132,7 @@ def _produce(settings: Settings, rows: int, reuse: bool = False) -> None:
             except BufferError:
                 producer.poll(0.1)
     producer.flush(120)
+    return True
 
 
 def _pipeline() -> Pipeline:

@@ -67,8 +67,10 @@ def _bare(settings: Settings) -> float:
 
 def run(settings: Settings, events: int, runs: int) -> list[Figure]:
     """Measure, print and return the figures."""
-    console.print(f"producing {events:,} insert events")
-    _produce(settings, events, reuse=True)  # bench.load's topic, when it ran just before
+    if _produce(settings, events, reuse=True):  # not if bench.load's topic holds them
+        console.print(f"produced {events:,} insert events")
+    else:
+        console.print(f"reading the {events:,} insert events bench.load wrote")
     bare: list[float] = []
     replay: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
