@@ -208,6 +208,9 @@ class BigQuerySink(Sink):
             f"WHEN NOT MATCHED AND s.__op <> 'd' THEN INSERT ({names}, {POSITION[0]}, "
             f"{POSITION[1]}) VALUES ({inserted}, s.__commit_lsn, s.__lsn)"
         )
+        (deletes,) = self.stager.query("SELECT count(*) FROM staged WHERE __op = 'd'")[0]
+        if not deletes:  # no delete to guard: a statement fewer (BigQuery bills each one)
+            return
         key_casts = ", ".join(
             f"{cast_expression(c, 's.' + _q(c.name))} AS {_q(c.name)}" for c in keys
         )
