@@ -103,7 +103,16 @@ def test_kill_9_at_random_moments_then_resume_reconciles(
         writer.join()
         writer_conn.close()
 
+        # The slot may already be confirmed past the last change (the killed processes streamed
+        # it all): wait until this process streams (its SIGTERM handler is set before that), or
+        # the SIGTERM below could reach it while it is still starting up.
+        started = log.read_text().count("streaming from slot")
         proc = _start(spec, log)
+        deadline = time.monotonic() + 60
+        while log.read_text().count("streaming from slot") == started:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.05)
         with conn.cursor() as cur:
             cur.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")
             target = int(cur.fetchone()[0])
