@@ -69,6 +69,16 @@ class Feed:
         while at < len(data):
             at += os.pwrite(self._fd, view[at:], at)
 
+    def read(self) -> bytes:
+        """What the file holds now: written by DuckDB (a ``COPY ... TO`` its path), say."""
+        size, data = os.fstat(self._fd).st_size, bytearray()
+        while len(data) < size:
+            chunk = os.pread(self._fd, size - len(data), len(data))
+            if not chunk:
+                break
+            data += chunk
+        return bytes(data)
+
     def clear(self) -> None:
         """Empty the file (its memory is given back)."""
         os.ftruncate(self._fd, 0)

@@ -128,7 +128,6 @@ class Stager:
         self.unchanged = False  # whether a change last staged has TOAST-unchanged columns
         self.exported: Any = None  # the ``export`` of the prepared batch last staged, if any
         self._view = False  # whether the view ``staged`` exists
-        self._rows: Any = None  # ``staged`` as Arrow, once `rows` made it
         self._feed: Feed | None = None
         self._ahead: Stager | None = None  # stages for `prepare`, made on first use
         self._made: list[Prepared] = []  # by `prepare`, oldest first, until `finish` drops them
@@ -215,7 +214,6 @@ class Stager:
         return self._build(table, latest).count
 
     def _drop_staged(self) -> None:
-        self._rows = None
         if self._view:
             self.conn.execute("DROP VIEW IF EXISTS temp.main.staged")
             self._view = False
@@ -328,19 +326,20 @@ class Stager:
         return self._feed
 
     # --- reading what is staged ---------------------------------------------------------------
-    def rows(self) -> Any:
-        """``staged`` as an Arrow table, exported once per staging (an export made while
-        preparing and the write that takes it share it). Imports pyarrow: for sinks that
-        write through it."""
-        if self._rows is None:
-            self._rows = self.conn.sql("SELECT * FROM staged").to_arrow_table()
-        return self._rows
-
-    def arrow(self, unchanged: str = "__unchanged") -> Any:
-        """``staged`` as Arrow, with ``__unchanged`` replaced by the SQL expression given."""
-        return self.conn.sql(
-            f"SELECT * REPLACE ({unchanged} AS __unchanged) FROM staged"
-        ).to_arrow_table()
+    def csv(self, select: str) -> bytes:
+        """The rows of ``select`` (a query of ``staged``) as CSV, no header: NULL an empty
+        field, an empty string ``""``, a value quoted where it holds a comma, quote or line
+        break. DuckDB writes it into this stager's feed file, read back whole. (A row of one
+        column could be PostgreSQL's end marker ``\\.`` unquoted: select two or more.)"""
+        feed = self._feed_of()
+        self.conn.execute(
+            f"COPY ({select}) TO '{feed.path.replace(chr(39), chr(39) * 2)}' "
+            "(FORMAT csv, HEADER false, USE_TMP_FILE false)"
+        )
+        try:
+            return feed.read()
+        finally:
+            feed.clear()
 
     def export(
         self, path: Path, kind: Literal["json", "parquet"], unchanged: str = "__unchanged"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -236,3 +238,40 @@ def test_loading_into_duckdb_imports_no_pyarrow_numpy_or_pandas(tmp_path: Path) 
         check=True,
     )
     assert out.stdout.strip() == "[(1, 'a'), (2, 'b')] []"
+
+
+def test_staged_rows_as_csv_keep_null_empty_and_awkward_text_apart() -> None:
+    """What the PostgreSQL sink COPYs: every value exactly as staged, NULL distinct from ''."""
+    awkward = [
+        "",
+        None,
+        "a,b",
+        'say "hi"',
+        "two\nlines",
+        " padded ",
+        "\\.",
+        "ünï €",
+        "cr\r",
+        "NULL",
+    ]
+    values = [_event("c", {"id": i, "region": "eu", "v": v}, 10 + i) for i, v in enumerate(awkward)]
+    stager = Stager()
+    assert stager.stage(_batch(values), latest=True) == len(awkward)
+    data = stager.csv("SELECT id, v, __lsn FROM staged ORDER BY id")
+    rows = list(csv.reader(io.StringIO(data.decode(), newline="")))
+    assert [r[1] for r in rows] == ["" if v is None else v for v in awkward]
+    # csv.reader cannot tell NULL from '': the quoting does (an empty field, or "")
+    assert [line.split(",")[1] for line in data.decode().split("\n")[:2]] == ['""', ""]
+    assert [int(r[2]) for r in rows] == [10 + i for i in range(len(awkward))]
+    assert stager.csv("SELECT id, v FROM staged WHERE false") == b""
+
+
+def test_the_postgresql_sink_imports_no_pyarrow() -> None:
+    """Its CSV comes from DuckDB: pyarrow and numpy would cost the loader ~75 MiB resident."""
+    code = (
+        "import sys; import loaders.postgres; from loaders.staging import Stager; "
+        "Stager().csv('SELECT 1, 2'); "
+        "print(sorted(m for m in ('pyarrow', 'numpy', 'pandas') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
