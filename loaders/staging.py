@@ -25,7 +25,7 @@ PostgreSQL's COPY, NDJSON for a BigQuery load job, Parquet for Snowflake's PUT a
 Preparing (`Stager.prepare`) stages a batch ahead of its write on a second connection to the
 same DuckDB instance, into a table of an in-memory database attached for the purpose
 (`STAGING`); the write reads that table in place and `Stager.finish` drops it. Nothing crosses
-between engines, and the DuckDB target's loader never imports pyarrow.
+between engines, and neither the DuckDB nor the PostgreSQL loader imports pyarrow.
 """
 
 from __future__ import annotations
