@@ -37,6 +37,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -88,6 +89,15 @@ class _Application(Application):
 
     def _setup_signal_handlers(self) -> None:  # Quix installs them from run()
         return None
+
+
+def state_directory(settings: Settings, pipeline: Pipeline, group: str) -> Path:
+    """The pipeline's state directory for Quix, with the group's directory in it made here:
+    Quix checks for that one, then makes it without ``exist_ok``, so of two workers started
+    in the same instant the second could fail with FileExistsError."""
+    state_dir = settings.state_dir / "processing" / pipeline.name
+    (state_dir / group).mkdir(parents=True, exist_ok=True)
+    return state_dir
 
 
 def _typed(row: dict[str, Any], types: dict[str, str]) -> dict[str, Any]:
@@ -251,6 +261,7 @@ class Processing:
             self.dead_letters = DeadLetters(
                 settings.kafka, pipeline.dead_letter_topic, pipeline.name, "process"
             )
+        state_dir = state_directory(settings, pipeline, self.group)
         self.app = _Application(
             broker_address=ConnectionConfig.from_librdkafka_dict(
                 settings.kafka.client_config(), ignore_extras=True
@@ -258,7 +269,7 @@ class Processing:
             consumer_group=self.group,
             processing_guarantee="exactly-once",
             auto_offset_reset="earliest",
-            state_dir=str(settings.state_dir / "processing" / pipeline.name),
+            state_dir=str(state_dir),
             on_processing_error=self._on_error,
             loglevel=None,
             # A worker that dies (kill -9) loses its partitions to the others within ~10 s

@@ -117,15 +117,24 @@ def _worker(spec: Path, log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "sluiceway.cli", "process", "run", str(spec)],
-            stdout=subprocess.DEVNULL,
-            stderr=out,
+            stdout=out,  # a worker's error is printed there
+            stderr=subprocess.STDOUT,
             env={**os.environ, "COLUMNS": "120"},
         )
 
 
-def _wait(condition: Any, what: str, timeout: float, logs: Path) -> None:
+def _wait(
+    condition: Any,
+    what: str,
+    timeout: float,
+    logs: Path,
+    workers: tuple[subprocess.Popen[bytes], ...] = (),
+) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
+        if any(worker.poll() is not None for worker in workers):
+            tail = logs.read_text()[-3000:]
+            raise AssertionError(f"a worker exited before {what}; logs:\n{tail}")
         if time.monotonic() > deadline:
             tail = logs.read_text()[-3000:]
             raise AssertionError(f"{what} not reached in {timeout:.0f} s; logs:\n{tail}")
@@ -159,7 +168,9 @@ def test_two_workers_split_then_one_takes_over_exactly_once(
     writer: threading.Thread | None = None
     try:
         # Parallelism by partitions: both workers hold some of the three.
-        _wait(lambda: _assignment(admin, group) == [1, 2], "a 1+2 split", 120, logs)
+        _wait(
+            lambda: _assignment(admin, group) == [1, 2], "a 1+2 split", 120, logs, (first, second)
+        )
         # More events while one worker is killed mid-stream.
         writer = threading.Thread(target=_events, args=(producer, source, range(3001, 9001)))
         writer.start()
