@@ -23,6 +23,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from loaders.sql import literal, q
 from streaming.events import TableSchema
 
 __all__ = ["Feed", "check_select", "envelope", "parse_select", "place_select", "read_sql", "runs"]
@@ -89,23 +90,15 @@ class Feed:
             Path(self._temporary).unlink()
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _string(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def read_sql(feed: Feed, columns: dict[str, str], *, lenient: bool = False) -> str:
     """``read_json`` of the feed's lines into ``columns`` (name: DuckDB type). ``lenient``: a
     line that is not a JSON object of those types becomes a row of NULLs in its place, as
     ``json_transform`` would make it, instead of an error (which would abort the transaction
     a DuckDB target stages in)."""
-    spec = ", ".join(f"{_string(name)}: {_string(kind)}" for name, kind in columns.items())
+    spec = ", ".join(f"{literal(name)}: {literal(kind)}" for name, kind in columns.items())
     size = max(_MIN_OBJECT, feed.longest + 1)
     return (
-        f"read_json({_string(feed.path)}, format = 'newline_delimited', records = true, "
+        f"read_json({literal(feed.path)}, format = 'newline_delimited', records = true, "
         f"maximum_object_size = {size}, ignore_errors = {str(lenient).lower()}, "
         f"columns = {{{spec}}})"
     )
@@ -113,7 +106,7 @@ def read_sql(feed: Feed, columns: dict[str, str], *, lenient: bool = False) -> s
 
 def envelope(schema: TableSchema) -> dict[str, str]:
     """The parts of an envelope staging reads, each column of a row as text."""
-    row = "STRUCT(" + ", ".join(f"{_quote(c.name)} VARCHAR" for c in schema.columns) + ")"
+    row = "STRUCT(" + ", ".join(f"{q(c.name)} VARCHAR" for c in schema.columns) + ")"
     return {
         "op": "VARCHAR",
         "ts_ms": "BIGINT",
@@ -148,8 +141,7 @@ def parse_select(schema: TableSchema, source: str) -> str:
     records the Python path must take, and a record that is not a change event has no
     ``__op``."""
     values = ", ".join(
-        f"CASE WHEN op = 'd' THEN before.{_quote(c.name)} "
-        f"ELSE after.{_quote(c.name)} END AS {_quote(c.name)}"
+        f"CASE WHEN op = 'd' THEN before.{q(c.name)} ELSE after.{q(c.name)} END AS {q(c.name)}"
         for c in schema.columns
     )
     return (
@@ -165,7 +157,7 @@ def place_select(
     """SQL giving each row of ``parsed`` (a `parse_select` table) its partition and offset,
     from its index in the batch (``rowid - first``) and the batch's `runs` (as literals), in
     the staged column order; truncations are left out."""
-    values = ", ".join(f"x.{_quote(c.name)}" for c in schema.columns)
+    values = ", ".join(f"x.{q(c.name)}" for c in schema.columns)
     firsts, partitions, starts = runs
     index = f"(x.rowid - {first})"
     source = "x"
@@ -201,7 +193,7 @@ def check_select(schema: TableSchema, parsed: str, latest: bool) -> str:
     the ``rowid`` of each record that is not a change event; how many records the Python path
     must take; the rows to stage (truncations left out); and if ``latest``, how many keys
     those have (a key that repeats needs the newest-per-key window)."""
-    keys = ", ".join(_quote(c.name) for c in schema.columns if c.key)
+    keys = ", ".join(q(c.name) for c in schema.columns if c.key)
     distinct = f"count(DISTINCT ({keys})) FILTER (WHERE {_STAGED})" if latest else "NULL"
     return (
         "SELECT count(*), min(rowid), max(rowid), "

@@ -106,7 +106,8 @@ def q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _literal(text: str) -> str:
+def literal(text: str) -> str:
+    """A quoted string literal."""
     return "'" + text.replace("'", "''") + "'"
 
 
@@ -154,7 +155,7 @@ def current_state(
         f"(s.__commit_lsn = t.{POSITION[0]} AND s.__lsn > t.{POSITION[1]}))"
     )
     values = ", ".join(
-        f"CASE WHEN {dialect.contains('s.__unchanged', _literal(c.name))} "
+        f"CASE WHEN {dialect.contains('s.__unchanged', literal(c.name))} "
         f"THEN t.{q(c.name)} ELSE {dialect.cast(c, 's.' + q(c.name))} END AS {q(c.name)}"
         for c in columns
     )
@@ -293,7 +294,7 @@ def history(
     values = ", ".join(dialect.cast(c, "s." + q(c.name)) for c in columns)
     names = ", ".join(q(c.name) for c in columns)
     extra = ", ".join(name for name, _ in HISTORY_COLUMNS)
-    topic_literal = _literal(topic)
+    topic_literal = literal(topic)
     return (
         f"INSERT INTO {target} ({names}, {extra}) "
         f"SELECT {values}, s.__op, s.__commit_lsn, s.__lsn, s.__ts_ms, {topic_literal}, "
@@ -322,7 +323,7 @@ def scd2_select(dialect: Dialect, history_table: str, columns: list[ColumnSchema
 
     def carried(column: ColumnSchema) -> str:
         name = qt(column.name)
-        unchanged = dialect.contains("h._sluiceway_unchanged", _literal(column.name))
+        unchanged = dialect.contains("h._sluiceway_unchanged", literal(column.name))
         if dialect.ignore_nulls:
             previous = (
                 f"LAST_VALUE(CASE WHEN {unchanged} THEN NULL ELSE h.{name} END IGNORE NULLS) "
@@ -334,7 +335,7 @@ def scd2_select(dialect: Dialect, history_table: str, columns: list[ColumnSchema
                 f"(p.{POSITION[0]} < h.{POSITION[0]} OR (p.{POSITION[0]} = h.{POSITION[0]} "
                 f"AND p.{POSITION[1]} < h.{POSITION[1]}))"
             )
-            not_unchanged = dialect.contains("p._sluiceway_unchanged", _literal(column.name))
+            not_unchanged = dialect.contains("p._sluiceway_unchanged", literal(column.name))
             previous = (
                 f"(SELECT p.{name} FROM {history_table} p WHERE {same_key} AND {earlier} AND "
                 f"NOT COALESCE({not_unchanged}, false) ORDER BY p.{POSITION[0]} DESC, "

@@ -42,7 +42,7 @@ import orjson
 
 from loaders.base import LoadBatch, Mode, TableBatch, latest_per_key
 from loaders.feed import Feed, check_select, envelope, parse_select, place_select, read_sql, runs
-from loaders.sql import staged_values
+from loaders.sql import literal, q, staged_values
 from sluiceway.errors import BadRecords
 from streaming.events import TableSchema
 
@@ -57,12 +57,8 @@ _META_TYPES = {
 }  # fmt: skip
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _keys(schema: TableSchema) -> str:
-    return ", ".join(_quote(c.name) for c in schema.columns if c.key)
+    return ", ".join(q(c.name) for c in schema.columns if c.key)
 
 
 def _names(into: str | None) -> tuple[str, str]:
@@ -316,7 +312,7 @@ class Stager:
             finally:
                 feed.clear()
         else:  # no change left (truncations only)
-            nulls = ", ".join(f"NULL::{kind} AS {_quote(name)}" for name, kind in types.items())
+            nulls = ", ".join(f"NULL::{kind} AS {q(name)}" for name, kind in types.items())
             self.conn.execute(_create(final) + f"SELECT {nulls} WHERE false")
         return len(changes)
 
@@ -332,11 +328,11 @@ class Stager:
         break. DuckDB writes it into this stager's feed file, read back whole. (A row of one
         column could be PostgreSQL's end marker ``\\.`` unquoted: select two or more.)"""
         feed = self._feed_of()
-        self.conn.execute(
-            f"COPY ({select}) TO '{feed.path.replace(chr(39), chr(39) * 2)}' "
-            "(FORMAT csv, HEADER false, USE_TMP_FILE false)"
-        )
         try:
+            self.conn.execute(
+                f"COPY ({select}) TO {literal(feed.path)} "
+                "(FORMAT csv, HEADER false, USE_TMP_FILE false)"
+            )
             return feed.read()
         finally:
             feed.clear()
@@ -347,7 +343,7 @@ class Stager:
         """Write ``staged`` to a file (newline-delimited JSON or Parquet)."""
         self.conn.execute(
             f"COPY (SELECT * REPLACE ({unchanged} AS __unchanged) FROM staged) TO "
-            f"'{str(path).replace(chr(39), chr(39) * 2)}' (FORMAT {kind})"
+            f"{literal(str(path))} (FORMAT {kind})"
         )
 
     def query(self, sql: str) -> list[Any]:

@@ -45,6 +45,7 @@ from loaders.sql import (
     current_state,
     evolve,
     history,
+    literal,
     q,
 )
 from loaders.staging import Stager
@@ -114,7 +115,7 @@ def merge_current_state(
     names = ", ".join(q(c.name) for c in columns)
     values = ", ".join(f"s.{q(c.name)}" for c in columns)
     sets = ", ".join(
-        f"{q(c.name)} = CASE WHEN {_literal(c.name)} = ANY(s.__unchanged) THEN t.{q(c.name)} "
+        f"{q(c.name)} = CASE WHEN {literal(c.name)} = ANY(s.__unchanged) THEN t.{q(c.name)} "
         f"ELSE s.{q(c.name)} END"
         for c in columns
         if not c.key
@@ -138,10 +139,6 @@ def merge_current_state(
         f"ON CONFLICT ({key_names}) DO UPDATE SET {POSITION[0]} = EXCLUDED.{POSITION[0]}, "
         f"{POSITION[1]} = EXCLUDED.{POSITION[1]} WHERE {newer('EXCLUDED', 'g', POSITION)}",
     ]
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 _INDEX_JOINS = "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"

@@ -32,7 +32,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from loaders.arrow import binary_array, int_array
 from loaders.base import POSITION, LoadBatch, Mode, Sink, TableBatch
 from loaders.duckdb.types import cast_expression
-from loaders.sql import Dialect, q, scd2_select
+from loaders.sql import Dialect, literal, q, scd2_select
 from loaders.staging import Stager
 from sluiceway.connect import s3_client
 from sluiceway.errors import SinkFatal, SinkUnavailable
@@ -58,8 +58,8 @@ def current_state_sql(files: str, key: list[str], columns: list[str]) -> str:
     order = f"ORDER BY {POSITION[0]}, {POSITION[1]}"
     window = f"(PARTITION BY {keys} {order} ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"
     values = ", ".join(
-        f"CASE WHEN list_contains(_sluiceway_unchanged, {_literal(c)}) THEN last_value("
-        f"CASE WHEN list_contains(_sluiceway_unchanged, {_literal(c)}) THEN NULL ELSE {q(c)} END "
+        f"CASE WHEN list_contains(_sluiceway_unchanged, {literal(c)}) THEN last_value("
+        f"CASE WHEN list_contains(_sluiceway_unchanged, {literal(c)}) THEN NULL ELSE {q(c)} END "
         f"IGNORE NULLS) OVER {window} ELSE {q(c)} END AS {q(c)}"
         for c in columns
     )
@@ -80,10 +80,6 @@ def scd2_sql(files: str, columns: list[ColumnSchema]) -> str:
         from_ms=lambda ms: f"to_timestamp({ms} / 1000.0)",
     )
     return scd2_select(dialect, f"read_parquet('{files}', union_by_name = true)", columns)
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 class S3Sink(Sink):
