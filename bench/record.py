@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import TypedDict
 
 __all__ = [
+    "QUICK_PATH",
+    "SUITE_PATH",
     "Figure",
     "SuiteRun",
     "command",
@@ -43,6 +45,7 @@ JSON_PATH = DOCS / "benchmarks.json"
 MD_PATH = DOCS / "benchmarks.md"
 NOTES_PATH = DOCS / "benchmarks-notes.md"  # hand-written: what bounds each figure
 SUITE_PATH = DOCS / "benchmarks-suite.json"  # the last full suite's wall time, per benchmark
+QUICK_PATH = DOCS / "benchmarks-suite-quick.json"  # the same for the last bench-quick
 
 
 @dataclass(frozen=True)
@@ -225,7 +228,8 @@ def load_suite(path: Path = SUITE_PATH) -> SuiteRun | None:
 
 
 def record_suite(seconds: dict[str, float], total: float, path: Path = SUITE_PATH) -> None:
-    """Store how long the full suite and each of its benchmarks took, and re-render."""
+    """Store how long a suite (the full one, or bench-quick's at `QUICK_PATH`) and each of its
+    benchmarks took, and re-render."""
     suite = SuiteRun(
         date=datetime.now(UTC).date().isoformat(),
         machine=machine(),
@@ -233,16 +237,24 @@ def record_suite(seconds: dict[str, float], total: float, path: Path = SUITE_PAT
         seconds={module: round(value, 1) for module, value in seconds.items()},
     )
     path.write_text(json.dumps(suite, indent=2) + "\n")
-    write_markdown(suite_path=path)
+    write_markdown()
 
 
 def write_markdown(
-    figures: list[Figure] | None = None, md_path: Path = MD_PATH, suite_path: Path = SUITE_PATH
+    figures: list[Figure] | None = None,
+    md_path: Path = MD_PATH,
+    suite_path: Path = SUITE_PATH,
+    quick_path: Path = QUICK_PATH,
 ) -> None:
     """Render docs/benchmarks.md from ``figures`` (the recorded ones by default), the last
-    suite's timings and the hand-written notes."""
+    suites' timings and the hand-written notes."""
     md_path.write_text(
-        render(load() if figures is None else figures, _notes(), load_suite(suite_path))
+        render(
+            load() if figures is None else figures,
+            _notes(),
+            load_suite(suite_path),
+            load_suite(quick_path),
+        )
     )
 
 
@@ -250,9 +262,15 @@ def _number(value: float) -> str:
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.3g}"
 
 
-def render(figures: list[Figure], notes: str | None = None, suite: SuiteRun | None = None) -> str:
+def render(
+    figures: list[Figure],
+    notes: str | None = None,
+    suite: SuiteRun | None = None,
+    quick: SuiteRun | None = None,
+) -> str:
     """docs/benchmarks.md: one table, each figure beside its baseline from the same run, the
-    last full suite's wall time, then the hand-written notes (docs/benchmarks-notes.md)."""
+    last full suite's and bench-quick's wall times, then the hand-written notes
+    (docs/benchmarks-notes.md)."""
     lines = [
         "# Benchmarks",
         "",
@@ -280,17 +298,17 @@ def render(figures: list[Figure], notes: str | None = None, suite: SuiteRun | No
         lines += ["", "Versions measured with (figures recorded on the dates given):", ""]
         for spelled, dates in sets.items():
             lines.append(f"- {min(dates)}..{max(dates)}: {spelled}")
-    if suite:
-        spelled = ", ".join(
-            f"{module.removeprefix('bench.')} {value:,.0f} s"
-            for module, value in suite["seconds"].items()
-        )
-        total = suite["total_seconds"]
-        lines += [
-            "",
-            f"The last full suite (`make bench`, {suite['date']}, {suite['machine']}) took "
-            f"**{total / 60:.1f} minutes**: {spelled}.",
-        ]
+    for run, which in ((suite, "full suite (`make bench`"), (quick, "subset (`make bench-quick`")):
+        if run:
+            spelled = ", ".join(
+                f"{module.removeprefix('bench.')} {value:,.0f} s"
+                for module, value in run["seconds"].items()
+            )
+            lines += [
+                "",
+                f"The last {which}, {run['date']}, {run['machine']}) took "
+                f"**{run['total_seconds'] / 60:.1f} minutes**: {spelled}.",
+            ]
     text = "\n".join(lines) + "\n"
     if notes:
         text += "\n" + notes.strip() + "\n"

@@ -4,7 +4,8 @@ figures (beside their same-run baselines) into docs/benchmarks.json and docs/ben
     python -m bench.suite            # make bench: the full suite (its time per benchmark
                                      # is recorded: docs/benchmarks-suite.json)
     python -m bench.suite --quick    # make bench-quick: a subset at a tenth of the size,
-                                     # figures tagged [quick] (about 3 minutes)
+                                     # figures tagged [quick] (about 2 minutes; its time
+                                     # too: docs/benchmarks-suite-quick.json)
     python -m bench.suite --only bench.latency bench.snapshot_postgres
 
 ``bench.dlt_merge`` (the measurement behind the loaders' choice of hand-written merges over
@@ -25,7 +26,7 @@ import time
 from rich.console import Console
 from rich.table import Table
 
-from bench.record import record_suite
+from bench.record import QUICK_PATH, SUITE_PATH, record_suite
 
 __all__ = ["FULL", "QUICK", "main"]
 
@@ -93,8 +94,8 @@ def main() -> None:
     total = time.monotonic() - started
     console.print(times)
     console.print(f"suite: {total:,.0f} s; see docs/benchmarks.md")
-    if suite is FULL and not failed:  # the wall time docs/benchmarks.md states is a whole run's
-        record_suite(seconds, total)
+    if not args.only and not failed:  # the wall time docs/benchmarks.md states is a whole run's
+        record_suite(seconds, total, QUICK_PATH if args.quick else SUITE_PATH)
     raise SystemExit(1 if failed else 0)
 
 

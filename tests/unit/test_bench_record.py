@@ -58,5 +58,13 @@ def test_the_last_suite_is_rendered_under_the_table(tmp_path: Path) -> None:
     suite_path.write_text(json.dumps(run))
     assert load_suite(suite_path) == run
     assert load_suite(tmp_path / "missing.json") is None
-    write_markdown([], md_path, suite_path)
-    assert "took **25.0 minutes**: capture_postgres 600 s, load 900 s." in md_path.read_text()
+    write_markdown([], md_path, suite_path, tmp_path / "missing.json")
+    markdown = md_path.read_text()
+    assert "took **25.0 minutes**: capture_postgres 600 s, load 900 s." in markdown
+    assert "The last subset" not in markdown
+    quick_path = tmp_path / "quick.json"
+    quick_path.write_text(json.dumps(SuiteRun(**{**run, "total_seconds": 120.0})))
+    write_markdown([], md_path, suite_path, quick_path)
+    markdown = md_path.read_text()
+    assert "The last full suite (`make bench`, 2026-12-02, test) took **25.0 minutes**" in markdown
+    assert "The last subset (`make bench-quick`, 2026-12-02, test) took **2.0 minutes**" in markdown
