@@ -9,21 +9,36 @@ the input's end offsets. The baseline is a bare confluent-kafka loop over the sa
 consuming and producing every record unchanged (acks=all, no transactions, no parsing): what
 moving the bytes through Python costs at all.
 
-    python -m bench.enrich [--events 200000] [--runs 3]
+Memory: ``sluiceway process run`` in its own process, its peak RSS (VmHWM) with a joined
+``products`` table of 100,000 and of 1,000,000 rows (``--table-rows``), from its start — the
+table view's bootstrap included — until it processed 50,000 order items joined across the
+whole table. Each table's topics are written once; every run is a new worker (a new consumer
+group) reading them from the start.
+
+    python -m bench.enrich [--events 200000] [--runs 3] [--table-rows 1000000]
 """
 
 from __future__ import annotations
 
+import argparse
+import signal
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import orjson
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from rich.console import Console
 
-from bench.record import Figure, command, summarize
+from bench.process import peak_rss_mb, write_spec
+from bench.record import Figure, command, rss_budget, summarize
 from sluiceway.pipeline import Pipeline
 from sluiceway.settings import Settings
 from streaming.events import ColumnSchema, TableSchema
@@ -33,6 +48,7 @@ from streaming.processors.app import Processing
 __all__ = ["main"]
 
 console = Console()
+MEMORY_ITEMS = 50_000  # order items each memory run processes (joined with every product)
 ITEMS = TableSchema(
     "public",
     "order_items",
@@ -75,29 +91,29 @@ def _envelope(shape: TableSchema, row: dict[str, object], position: int) -> byte
     )
 
 
-def _prepare(settings: Settings, prefix: str, events: int) -> Pipeline:
-    pipeline = Pipeline(
-        name=prefix,
-        source={"kind": "postgres"},
-        topics={"partitions": 3},
-        processors=[
-            {
-                "name": "items",
-                "source": "public.order_items",
-                "join": [
-                    {"table": "public.products", "key": "product_id",
-                     "columns": {"category": "category"}, "how": "inner"}
-                ],
-                "derive": {"revenue": "price * quantity"},
-            },
-            {
-                "name": "revenue",
-                "source": "items",
-                "window": {"seconds": 60, "grace_seconds": 5, "key": "category",
-                           "sum": {"revenue": "revenue"}, "count": "items", "emit": "final"},
-            },
+PROCESSORS: list[dict[str, Any]] = [
+    {
+        "name": "items",
+        "source": "public.order_items",
+        "join": [
+            {"table": "public.products", "key": "product_id",
+             "columns": {"category": "category"}, "how": "inner"}
         ],
-    )  # fmt: skip
+        "derive": {"revenue": "price * quantity"},
+    },
+    {
+        "name": "revenue",
+        "source": "items",
+        "window": {"seconds": 60, "grace_seconds": 5, "key": "category",
+                   "sum": {"revenue": "revenue"}, "count": "items", "emit": "final"},
+    },
+]  # fmt: skip
+
+
+def _prepare(settings: Settings, prefix: str, events: int, products: int = 1000) -> Pipeline:
+    pipeline = Pipeline(
+        name=prefix, source={"kind": "postgres"}, topics={"partitions": 3}, processors=PROCESSORS
+    )
     admin = AdminClient(settings.kafka.client_config())
     ensure_topics(admin, [f"{prefix}.public.order_items", f"{prefix}.public.products",
                           f"{prefix}.passthrough"], pipeline.topics)  # fmt: skip
@@ -109,22 +125,24 @@ def _prepare(settings: Settings, prefix: str, events: int) -> Pipeline:
         producer.produce(
             f"{prefix}.schemas", orjson.dumps(shape.to_json()), orjson.dumps({"id": shape.id})
         )
-    for pid in range(1, 1001):
+    for pid in range(1, products + 1):
         row = {"id": pid, "name": f"product {pid}", "category": CATEGORIES[pid % 8]}
-        producer.produce(
-            f"{prefix}.public.products", _envelope(PRODUCTS, row, pid), orjson.dumps({"id": pid})
-        )
+        _produce(producer, f"{prefix}.public.products", _envelope(PRODUCTS, row, pid), pid)
     topic = f"{prefix}.public.order_items"
     for i in range(1, events + 1):
-        row = {"id": i, "product_id": i % 1000 + 1, "quantity": i % 5 + 1, "price": "12.50"}
-        while True:
-            try:
-                producer.produce(topic, _envelope(ITEMS, row, i), orjson.dumps({"id": i}))
-                break
-            except BufferError:
-                producer.poll(0.1)
+        row = {"id": i, "product_id": i % products + 1, "quantity": i % 5 + 1, "price": "12.50"}
+        _produce(producer, topic, _envelope(ITEMS, row, i), i)
     producer.flush(120)
     return pipeline
+
+
+def _produce(producer: Producer, topic: str, value: bytes, key: int) -> None:
+    while True:
+        try:
+            producer.produce(topic, value, orjson.dumps({"id": key}))
+            return
+        except BufferError:
+            producer.poll(0.1)
 
 
 def _ends(settings: Settings, topic: str) -> dict[int, int]:
@@ -184,17 +202,7 @@ def _enrich(settings: Settings, pipeline: Pipeline, events: int) -> float:
     thread = threading.Thread(target=processing.run, daemon=True)
     started = time.perf_counter()
     thread.start()
-    request = [
-        ConsumerGroupTopicPartitions(processing.group, [TopicPartition(topic, p) for p in ends])
-    ]
-    while True:
-        offsets = admin.list_consumer_group_offsets(request)[processing.group].result(timeout=10)
-        done = {tp.partition: tp.offset for tp in offsets.topic_partitions}
-        if all(done.get(p, -1) >= end for p, end in ends.items()):
-            break
-        if not thread.is_alive():
-            raise RuntimeError("processing stopped before the end of the input")
-        time.sleep(0.2)
+    _wait_committed(admin, processing.group, topic, ends, thread.is_alive)
     elapsed = time.perf_counter() - started
     processing.stop.set()
     thread.join(60)
@@ -203,7 +211,90 @@ def _enrich(settings: Settings, pipeline: Pipeline, events: int) -> float:
     return events / elapsed
 
 
-def run(settings: Settings, events: int, runs: int) -> list[Figure]:
+def _wait_committed(
+    admin: AdminClient, group: str, topic: str, ends: dict[int, int], alive: Callable[[], bool]
+) -> None:
+    """Until ``group`` has committed ``ends`` of ``topic`` (every input event processed)."""
+    request = [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in ends])]
+    while True:
+        offsets = admin.list_consumer_group_offsets(request)[group].result(timeout=10)
+        done = {tp.partition: tp.offset for tp in offsets.topic_partitions}
+        if all(done.get(p, -1) >= end for p, end in ends.items()):
+            return
+        if not alive():
+            raise RuntimeError("processing stopped before the end of the input")
+        time.sleep(0.2)
+
+
+def _worker_rss(settings: Settings, directory: Path, prefix: str, number: int) -> float:
+    """Peak RSS (MiB) of ``sluiceway process run`` in its own process, from its start (its
+    table view's bootstrap included) until its group committed the whole input."""
+    name = f"{prefix}w{number}"
+    spec = write_spec(
+        directory,
+        {"name": name, "source": {"kind": "postgres"},
+         "topics": {"partitions": 3, "prefix": prefix}, "processors": PROCESSORS},
+    )  # fmt: skip
+    log = directory / f"{name}.log"
+    topic = f"{prefix}.public.order_items"
+    ends = _ends(settings, topic)
+    with log.open("w") as output:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sluiceway.cli", "process", "run", str(spec)],
+            stdout=subprocess.DEVNULL,
+            stderr=output,
+        )
+    try:
+        admin = AdminClient(settings.kafka.client_config())
+        try:
+            _wait_committed(
+                admin, f"sluiceway.{name}.proc", topic, ends, lambda: proc.poll() is None
+            )
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}:\n{log.read_text()[-3000:]}") from None
+        return peak_rss_mb(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _memory(settings: Settings, table_rows: int, runs: int) -> list[Figure]:
+    """The processing worker's peak RSS with a joined table of a tenth of ``table_rows``
+    rows and of all of them; each table's topics are written once, read by every run."""
+    small = table_rows // 10
+    prefixes = {}
+    for size in (small, table_rows):
+        prefix = f"benchenrichmem{uuid.uuid4().hex[:6]}"
+        console.print(f"writing a {size:,}-row products table and {MEMORY_ITEMS:,} order items")
+        _prepare(settings, prefix, MEMORY_ITEMS, products=size)
+        prefixes[size] = prefix
+    rss: dict[int, list[float]] = {small: [], table_rows: []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for number in range(1, runs + 1):
+            for size, prefix in prefixes.items():
+                rss[size].append(_worker_rss(settings, Path(tmp), prefix, number))
+            console.print(
+                f"  run {number}/{runs}: processing worker peak RSS {rss[small][-1]:.0f} MiB "
+                f"({small:,}-row table), {rss[table_rows][-1]:.0f} MiB ({table_rows:,})"
+            )
+    return [
+        rss_budget(f"processing worker peak RSS, {table_rows:,}-row joined table", rss[table_rows]),
+        summarize(
+            f"processing worker peak RSS growth, {small:,} -> {table_rows:,}-row joined table",
+            "MiB",
+            rss[table_rows],
+            f"the same worker's peak RSS for a {small:,}-row joined table",
+            rss[small],
+            higher_is_better=False,
+        ),
+    ]
+
+
+def run(settings: Settings, events: int, runs: int, table_rows: int) -> list[Figure]:
     """Measure, print and return the figures."""
     baseline: list[float] = []
     enriched: list[float] = []
@@ -226,12 +317,23 @@ def run(settings: Settings, events: int, runs: int) -> list[Figure]:
             baseline,
         )
     ]
+    if table_rows:
+        figures += _memory(settings, table_rows, runs)
     return figures
 
 
 def main() -> None:
     """Command-line entry: measure and record into docs/benchmarks.json."""
-    command(__doc__, run, "events", 200_000)
+
+    def options(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--table-rows",
+            type=int,
+            default=1_000_000,
+            help="rows of the joined table for the worker's memory (and a tenth; 0: skip)",
+        )
+
+    command(__doc__, run, "events", 200_000, options)
 
 
 if __name__ == "__main__":

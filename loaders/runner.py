@@ -35,6 +35,7 @@ from sluiceway.errors import BadRecords, IncompatibleChange, SinkFatal
 from sluiceway.pipeline import Pipeline, TopicSettings
 from sluiceway.settings import Settings
 from streaming.kafka.deadletter import DeadLetters
+from streaming.kafka.fetch import SHALLOW_FETCH
 from streaming.kafka.topics import ensure_topics
 
 if TYPE_CHECKING:  # imported by whoever passes one: boto3 costs a loader ~20 MiB resident
@@ -92,26 +93,8 @@ class _Archived:
         return self._value
 
 
-FETCH = {
-    "fetch.max.bytes": 2 * 1024 * 1024,
-    "max.partition.fetch.bytes": 1024 * 1024,
-    "queued.min.messages": 10_000,
-    "queued.max.messages.kbytes": 8 * 1024,
-    "fetch.queue.backoff.ms": 5,
-}
-"""The loader's fetch settings: a shallow prefetch queue, refilled at once.
-
-librdkafka stops fetching a partition while its local queue is over ``queued.min.messages``
-or ``queued.max.messages.kbytes``, and then waits ``fetch.queue.backoff.ms`` (1 s by default)
-before it looks again: a Python loop that empties a small queue sooner than that starves, which
-is why a deep queue (64 MiB fetches, 200k messages per partition) used to be the fast choice.
-With the wait at 5 ms a small queue is refilled as it drains, and memory stays small: what
-librdkafka holds is a few compressed fetches and their decompressed message sets (lz4 makes a
-fetch ~4x its size in memory), so small fetches keep it small at no cost in speed. A bare
-consume loop over a 1M-event window, peak RSS with the loader's imports: ~0.6M records/s at
-475 MiB with the deep queue; ~1.2-1.6M at 180 MiB with 8 MiB fetches and this queue;
-~1.4-1.8M at 130 MiB with these 2 MiB fetches. ``sluiceway load window`` of the same window
-into DuckDB: ~650 -> ~320 MiB, at the same speed."""
+FETCH = SHALLOW_FETCH
+"""The loader's fetch settings (`streaming.kafka.fetch`: why a shallow queue)."""
 
 
 SWITCH_INTERVAL = 0.0005

@@ -63,7 +63,7 @@ from streaming.kafka.topics import ensure_topics
 from streaming.processors.expressions import Expression
 from streaming.processors.tables import TableView
 
-__all__ = ["Processing", "ProcessingStats", "enriched_topic"]
+__all__ = ["Processing", "ProcessingStats", "enriched_topic", "state_directory", "tables_directory"]
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,11 @@ def state_directory(settings: Settings, pipeline: Pipeline, group: str) -> Path:
     state_dir = settings.state_dir / "processing" / pipeline.name
     (state_dir / group).mkdir(parents=True, exist_ok=True)
     return state_dir
+
+
+def tables_directory(settings: Settings, pipeline: Pipeline) -> Path:
+    """Where the pipeline's workers keep the stores of their table views (`TableView`)."""
+    return settings.state_dir / "processing-tables" / pipeline.name
 
 
 def _typed(row: dict[str, Any], types: dict[str, str]) -> dict[str, Any]:
@@ -352,7 +357,9 @@ class Processing:
             raise ConfigError(f"{join.table}: a join needs a one-column primary key, not {keys}")
         if join.table not in self._views:
             topic = f"{self.pipeline.topic_prefix}.{join.table}"
-            self._views[join.table] = TableView(self.settings.kafka, topic, keys[0])
+            self._views[join.table] = TableView(
+                self.settings.kafka, topic, keys[0], tables_directory(self.settings, self.pipeline)
+            )
         return self._views[join.table]
 
     def _build(self, spec: ProcessorSpec) -> Any:

@@ -6,79 +6,188 @@ once every view has read up to where its topic ended at start-up (bootstrap), so
 events already meet the rows captured before them — the table is global (every partition in
 every worker), so the event stream needs no re-keying to meet it. It is the "global table" of
 Kafka Streams; the join is by processing time: an event meets the newest row read so far.
+
+The rows live in a RocksDB store on disk (rocksdict, which Quix's own state uses), not in the
+worker's memory: a Python dict of a 1M-row table of three columns took ~610 MiB, so a worker's
+memory grew with the tables it joins. The store's memory is bounded (`CACHE_BYTES`, the write
+buffers) whatever the table's size. It is scratch: rebuilt from the topic at every start, in a
+directory of the worker's own (two workers on one host each keep theirs), removed at stop; a
+killed worker's is removed by the next one to start on that host.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import orjson
 from confluent_kafka import Consumer, TopicPartition
+from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch, WriteOptions
 
 from sluiceway.errors import KafkaUnavailable
 from sluiceway.settings import KafkaSettings
+from streaming.kafka.fetch import SHALLOW_FETCH
 
-__all__ = ["TableView"]
+__all__ = ["CACHE_BYTES", "TableView"]
+
+CACHE_BYTES = 16 * 2**20
+"""RocksDB's block cache per view; with two 8 MiB write buffers, what a view's rows may hold
+in memory."""
+WRITE_BUFFER_BYTES = 8 * 2**20
+
+_NOWHERE = (-1, -1)
+
+
+def _store_options() -> Options:
+    options = Options(raw_mode=True)
+    options.create_if_missing(True)
+    options.set_write_buffer_size(WRITE_BUFFER_BYTES)
+    options.set_max_write_buffer_number(2)
+    table = BlockBasedOptions()
+    table.set_block_cache(Cache(CACHE_BYTES))
+    table.set_bloom_filter(10, False)  # a missing key (a new row) costs no disk read
+    options.set_block_based_table_factory(table)
+    return options
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _sweep(root: Path) -> None:
+    """Remove the stores of workers that no longer run (their directory names end in
+    ``.<pid>``): a killed worker cannot remove its own."""
+    if not root.is_dir():
+        return
+    for path in root.iterdir():
+        pid = path.name.rsplit(".", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 class TableView:
-    """The current rows of one change topic, keyed by a primary-key column's value."""
+    """The current rows of one change topic, keyed by a primary-key column's value, in a
+    scratch RocksDB store under ``directory`` (module docstring)."""
 
-    def __init__(self, kafka: KafkaSettings, topic: str, key: str) -> None:
+    def __init__(self, kafka: KafkaSettings, topic: str, key: str, directory: Path) -> None:
         self.topic = topic
         self.key = key
-        self.rows: dict[str, dict[str, Any]] = {}
-        self._positions: dict[str, tuple[int, int]] = {}
+        self.root = directory
+        self.path = directory / f"{topic}.{uuid.uuid4().hex[:8]}.{os.getpid()}"
+        self._db: Rdict | None = None
         self._kafka = kafka
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"table {topic}", daemon=True)
 
     def get(self, value: Any) -> dict[str, Any] | None:
-        return self.rows.get(str(value))
+        """The current row whose key column is ``value`` (compared as text), if any."""
+        assert self._db is not None, "start the view first"
+        stored = self._db.get(str(value).encode())
+        if stored is None:
+            return None
+        row: dict[str, Any] | None = orjson.loads(stored)[2]
+        return row
+
+    def __len__(self) -> int:
+        """Rows held (deleted keys not counted); reads the whole store."""
+        assert self._db is not None, "start the view first"
+        return sum(1 for v in self._db.values() if not v.endswith(b",null]"))
 
     def start(self, timeout: float = 300.0) -> None:
-        """Start reading; return once the view holds everything the topic held at start.
+        """Open the store and start reading; return once the view holds everything the topic
+        held at start.
 
         Raises:
             KafkaUnavailable: it did not catch up in ``timeout`` seconds.
         """
+        self.open()
         self._thread.start()
         if not self._ready.wait(timeout):
             raise KafkaUnavailable(f"table view of {self.topic} not loaded in {timeout:.0f} s")
 
-    def stop(self) -> None:
-        self._stop.set()
+    def open(self) -> None:
+        """Make the view's empty store (`start` does), removing those of dead workers."""
+        _sweep(self.root)
+        self.path.mkdir(parents=True)
+        self._db = Rdict(str(self.path), _store_options())
+        writes = WriteOptions()
+        # Scratch: rebuilt from the topic, never recovered. (A property at run time; the
+        # package's stub declares a method.)
+        writes.disable_wal = True  # type: ignore[method-assign, assignment]
+        self._db.set_write_options(writes)
 
-    def _apply(self, value: bytes | None) -> None:
+    def stop(self) -> None:
+        """Stop reading, close the store and remove it."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(10)
+        if self._db is not None and not self._thread.is_alive():
+            self._db.close()
+            self._db = None
+            shutil.rmtree(self.path, ignore_errors=True)
+
+    def _change(self, value: bytes | None) -> tuple[bytes, tuple[int, int], Any] | None:
+        """(key, source position, row or None for a delete) of one change event; None if
+        the record is not a change of a row with the key column."""
         if value is None:
-            return
+            return None
         envelope = orjson.loads(value)
         envelope = envelope.get("payload", envelope) if "payload" in envelope else envelope
         op = envelope.get("op")
         if op not in ("c", "u", "r", "d"):
-            return
+            return None
         row = envelope["before"] if op == "d" else envelope["after"]
         if not isinstance(row, dict) or self.key not in row:
-            return
+            return None
         source = envelope.get("source") or {}
         position = (int(source.get("commit_lsn") or 0), int(source.get("lsn") or 0))
-        key = str(row[self.key])
-        if position < self._positions.get(key, (-1, -1)):
-            return  # an older change of the key, from another partition
-        self._positions[key] = position
-        if op == "d":
-            self.rows.pop(key, None)
-        else:
-            self.rows[key] = row
+        return str(row[self.key]).encode(), position, None if op == "d" else row
+
+    def apply(self, values: list[bytes | None]) -> None:
+        """Apply one consumed chunk in one write: per key the newest change wins, older
+        changes (from another partition) are dropped, a delete keeps its position."""
+        assert self._db is not None
+        newest: dict[bytes, tuple[tuple[int, int], Any]] = {}
+        for value in values:
+            try:
+                change = self._change(value)
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+                continue  # not an event: the event stream's dead-letter path names such
+            if change is None:
+                continue
+            key, position, row = change
+            held = newest.get(key)
+            if held is None:
+                stored = self._db.get(key)
+                held_at = _NOWHERE if stored is None else tuple(orjson.loads(stored)[:2])
+            else:
+                held_at = held[0]
+            if position < held_at:
+                continue
+            newest[key] = (position, row)
+        if newest:
+            batch = WriteBatch(raw_mode=True)
+            for key, (position, row) in newest.items():
+                batch.put(key, orjson.dumps([position[0], position[1], row]))
+            self._db.write(batch)
 
     def _run(self) -> None:
         consumer = Consumer(
             {
                 **self._kafka.client_config(),
+                **SHALLOW_FETCH,  # a table of any size is read with little held in memory
                 "group.id": f"sluiceway-table-{uuid.uuid4().hex}",
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
@@ -95,13 +204,9 @@ class TableView:
             if not pending:
                 self._ready.set()
             while not self._stop.is_set():
-                for msg in consumer.consume(10_000, timeout=0.5):
-                    if msg.error() is not None:
-                        continue
-                    try:
-                        self._apply(msg.value())
-                    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-                        continue  # not an event: the event stream's dead-letter path names such
+                messages = [m for m in consumer.consume(10_000, timeout=0.5) if m.error() is None]
+                self.apply([m.value() for m in messages])
+                for msg in messages:
                     if msg.partition() in pending and msg.offset() + 1 >= ends[msg.partition()]:
                         pending.discard(msg.partition())
                         if not pending:
