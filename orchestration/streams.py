@@ -40,25 +40,13 @@ from dagster._core.errors import DagsterExecutionInterruptedError
 from orchestration.resources import SluicewayResource
 from sluiceway.errors import Terminal
 from sluiceway.settings import Settings
-from streaming.sources.statefile import locked, save_state
+from streaming.sources.statefile import locked, process_alive, save_state
 
 __all__ = ["HEARTBEAT_STALE_SECONDS", "StreamState", "StreamStore", "Worker", "stream_job"]
 
 REPORT_SECONDS = 10.0
 HEARTBEAT_SECONDS = 2.0
 HEARTBEAT_STALE_SECONDS = 30.0
-
-
-def _alive(pid: int | None) -> bool:
-    if pid is None:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass
@@ -78,7 +66,7 @@ class StreamState:
 
     def running(self) -> bool:
         """Whether the worker reports and its process is alive."""
-        return self.fresh() and _alive(self.pid)
+        return self.fresh() and process_alive(self.pid)
 
     def fresh(self, now: float | None = None) -> bool:
         """Whether the worker reported within the staleness limit."""

@@ -32,6 +32,7 @@ from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch, Writ
 from sluiceway.errors import KafkaUnavailable
 from sluiceway.settings import KafkaSettings
 from streaming.kafka.fetch import SHALLOW_FETCH
+from streaming.sources.statefile import process_alive
 
 __all__ = ["CACHE_BYTES", "TableView"]
 
@@ -55,16 +56,6 @@ def _store_options() -> Options:
     return options
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _sweep(root: Path) -> None:
     """Remove the stores of workers that no longer run (their directory names end in
     ``.<pid>``): a killed worker cannot remove its own."""
@@ -72,7 +63,7 @@ def _sweep(root: Path) -> None:
         return
     for path in root.iterdir():
         pid = path.name.rsplit(".", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(path, ignore_errors=True)
 
 

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["load_state", "locked", "save_state"]
+__all__ = ["load_state", "locked", "process_alive", "save_state"]
 
 
 def load_state(path: Path) -> dict[str, Any] | None:
@@ -59,3 +59,17 @@ def locked(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def process_alive(pid: int | None) -> bool:
+    """Whether a process ``pid`` (as a state file or a directory name records it) still runs
+    on this machine: what a state left by a killed process is told apart by."""
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it runs, as another user
+    return True
