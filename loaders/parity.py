@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -88,6 +88,48 @@ class ParityReport:
         )
 
 
+def _bucket(key: Row, range_size: int) -> Any:
+    if len(key) == 1 and isinstance(key[0], int) and not isinstance(key[0], bool):
+        low = key[0] // range_size * range_size
+        return (low, low + range_size - 1)
+    return f"hash {_hash(key) % 64:02d}"
+
+
+def _forms(
+    rows: Iterable[tuple[Row, Row]], canonical_form: Callable[[Any], Any] | None
+) -> Iterable[tuple[Row, Row]]:
+    if canonical_form is None:
+        return rows
+    return (
+        (tuple(canonical_form(k) for k in key), tuple(canonical_form(v) for v in row))
+        for key, row in rows
+    )
+
+
+def _summarise(
+    rows: Iterable[tuple[Row, Row]],
+    canonical_form: Callable[[Any], Any] | None,
+    range_size: int,
+) -> tuple[int, dict[Any, list[int]]]:
+    total = 0
+    buckets: dict[Any, list[int]] = {}
+    for key, row in _forms(rows, canonical_form):
+        entry = buckets.setdefault(_bucket(key, range_size), [0, 0])
+        entry[0] += 1
+        entry[1] = (entry[1] + _hash(row)) % (1 << 64)
+        total += 1
+    return total, buckets
+
+
+def _summary(
+    side: Callable[[], Iterable[tuple[Row, Row]]],
+    canonical_form: Callable[[Any], Any] | None,
+    range_size: int,
+) -> tuple[int, dict[Any, list[int]]]:
+    """One side's count and checksums per key range (run where an executor runs it)."""
+    return _summarise(side(), canonical_form, range_size)
+
+
 def compare(
     table: str,
     source: Callable[[], Iterable[tuple[Row, Row]]],
@@ -95,41 +137,38 @@ def compare(
     *,
     range_size: int = 10_000,
     show: int = 50,
-    canonical_form: Callable[[Any], Any] = canonical,
+    canonical_form: Callable[[Any], Any] | None = canonical,
     parallel: bool = False,
+    executor: Executor | None = None,
 ) -> ParityReport:
     """Compare two tables given as callables yielding (key, row) pairs (called twice at most).
 
-    ``canonical_form`` brings a value to its comparable form (values already in one encoding
-    on both sides may pass an identity); ``parallel`` reads the two sides in two threads
-    (worth it when a side waits on its server).
+    ``canonical_form`` brings a value to its comparable form (None: the sides yield values
+    in one comparable form already); ``parallel`` reads the two sides in two threads (worth it
+    when a side waits on its server); ``executor`` reads them with it instead — a process pool
+    reads them on two cores, if ``source``, ``target`` and ``canonical_form`` can be pickled.
     """
-
-    def bucket(key: Row) -> Any:
-        if len(key) == 1 and isinstance(key[0], int) and not isinstance(key[0], bool):
-            low = key[0] // range_size * range_size
-            return (low, low + range_size - 1)
-        return f"hash {_hash(key) % 64:02d}"
-
-    def summarise(rows: Iterable[tuple[Row, Row]]) -> tuple[int, dict[Any, list[int]]]:
-        total = 0
-        buckets: dict[Any, list[int]] = {}
-        for key, row in rows:
-            ckey = tuple(canonical_form(k) for k in key)
-            entry = buckets.setdefault(bucket(ckey), [0, 0])
-            entry[0] += 1
-            entry[1] = (entry[1] + _hash(tuple(canonical_form(v) for v in row))) % (1 << 64)
-            total += 1
-        return total, buckets
-
     report = ParityReport(table)
-    if parallel:
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            sides = pool.submit(summarise, source()), pool.submit(summarise, target())
-            (report.source_rows, left), (report.target_rows, right) = (s.result() for s in sides)
+    if executor is None and parallel:
+        with ThreadPoolExecutor(max_workers=2) as threads:
+            return compare(
+                table,
+                source,
+                target,
+                range_size=range_size,
+                show=show,
+                canonical_form=canonical_form,
+                executor=threads,
+            )
+    if executor is not None:
+        sides = (
+            executor.submit(_summary, source, canonical_form, range_size),
+            executor.submit(_summary, target, canonical_form, range_size),
+        )
+        (report.source_rows, left), (report.target_rows, right) = (s.result() for s in sides)
     else:
-        report.source_rows, left = summarise(source())
-        report.target_rows, right = summarise(target())
+        report.source_rows, left = _summary(source, canonical_form, range_size)
+        report.target_rows, right = _summary(target, canonical_form, range_size)
     names = sorted(set(left) | set(right), key=str)
     report.ranges = len(names)
     bad = {name for name in names if left.get(name) != right.get(name)}
@@ -138,12 +177,9 @@ def compare(
         return report
 
     def rows_in_bad(rows: Iterable[tuple[Row, Row]]) -> dict[Row, Row]:
-        found = {}
-        for key, row in rows:
-            ckey = tuple(canonical_form(k) for k in key)
-            if bucket(ckey) in bad:
-                found[ckey] = tuple(canonical_form(v) for v in row)
-        return found
+        return {
+            key: row for key, row in _forms(rows, canonical_form) if _bucket(key, range_size) in bad
+        }
 
     src, dst = rows_in_bad(source()), rows_in_bad(target())
     for key in sorted(set(src) | set(dst), key=repr):

@@ -30,6 +30,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -50,7 +51,7 @@ from loaders.sql import q
 from migrations.plan import MigrationPlan, record_primary
 from migrations.reverse import Applier, MySQLApplier, PostgresApplier
 from migrations.schema import script, translate
-from migrations.verify import source_tables, verify
+from migrations.verify import source_tables, verifier, verify
 from sluiceway.connect import mariadb_connection, postgres_connection
 from sluiceway.errors import SluicewayError
 from sluiceway.pipeline import Pipeline, PostgresSource, TableSelection
@@ -128,6 +129,7 @@ class MigrationRunner:
         )
         self.applier: Applier | None = None
         self.last_reports: list[ParityReport] = []
+        self._verifying = threading.local()  # .executor: see `_verifier`
 
     @contextmanager
     def _changing(self) -> Iterator[MigrationState]:
@@ -317,7 +319,8 @@ class MigrationRunner:
     # --- verify --------------------------------------------------------------------------------
     def verify(self) -> bool:
         """Compare every table now; records the result; True when all are equal."""
-        reports = verify(self.settings, self.plan)
+        executor: Executor | None = getattr(self._verifying, "executor", None)
+        reports = verify(self.settings, self.plan, executor)
         self.last_reports = reports
         result = {
             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -435,6 +438,20 @@ class MigrationRunner:
                     self.wait_applied(self.source_position(), wait)
         return False
 
+    @contextmanager
+    def _verifier(self) -> Iterator[None]:
+        """Verifications read their two sides in two processes of their own for as long as
+        this lasts (a cutover or a rollback): the gate's verification starts them, before the
+        fence, and the one inside the fence — the exact check that keeps the window open —
+        reads on both cores without waiting for them. Only this thread's verifications use
+        them: the copy's periodic ones, in its own thread, read in threads as before."""
+        with verifier() as executor:
+            self._verifying.executor = executor
+            try:
+                yield
+            finally:
+                self._verifying.executor = None
+
     def cutover(self, approved: bool = False) -> dict[str, Any]:
         """Gates, fence, drain, verify, sequences, switch (see the module docstring).
 
@@ -442,6 +459,10 @@ class MigrationRunner:
             CutoverRefused: a gate is red (nothing fenced).
             CutoverFailed: something failed after the fence (the fence was lifted).
         """
+        with self._verifier():
+            return self._cutover(approved)
+
+    def _cutover(self, approved: bool) -> dict[str, Any]:
         gates = self.plan.gates
         if self._reload().phase == "cut over":
             raise CutoverRefused(f"{self.plan.name} is already cut over ({self.state.cutover})")
@@ -643,6 +664,10 @@ class MigrationRunner:
             CutoverRefused: not cut over, or a gate is red (nothing fenced).
             CutoverFailed: something failed after the fence (the fence was lifted).
         """
+        with self._verifier():
+            return self._rollback(approved)
+
+    def _rollback(self, approved: bool) -> dict[str, Any]:
         gates = self.plan.gates
         if self._reload().phase != "cut over":
             raise CutoverRefused(f"{self.plan.name} is not cut over (phase {self.state.phase})")
