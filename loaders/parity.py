@@ -16,6 +16,7 @@ import hashlib
 import math
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -106,28 +107,20 @@ def _forms(
     )
 
 
-def _summarise(
-    rows: Iterable[tuple[Row, Row]],
-    canonical_form: Callable[[Any], Any] | None,
-    range_size: int,
-) -> tuple[int, dict[Any, list[int]]]:
-    total = 0
-    buckets: dict[Any, list[int]] = {}
-    for key, row in _forms(rows, canonical_form):
-        entry = buckets.setdefault(_bucket(key, range_size), [0, 0])
-        entry[0] += 1
-        entry[1] = (entry[1] + _hash(row)) % (1 << 64)
-        total += 1
-    return total, buckets
-
-
 def _summary(
     side: Callable[[], Iterable[tuple[Row, Row]]],
     canonical_form: Callable[[Any], Any] | None,
     range_size: int,
 ) -> tuple[int, dict[Any, list[int]]]:
     """One side's count and checksums per key range (run where an executor runs it)."""
-    return _summarise(side(), canonical_form, range_size)
+    total = 0
+    buckets: dict[Any, list[int]] = {}
+    for key, row in _forms(side(), canonical_form):
+        entry = buckets.setdefault(_bucket(key, range_size), [0, 0])
+        entry[0] += 1
+        entry[1] = (entry[1] + _hash(row)) % (1 << 64)
+        total += 1
+    return total, buckets
 
 
 def compare(
@@ -149,23 +142,14 @@ def compare(
     reads them on two cores, if ``source``, ``target`` and ``canonical_form`` can be pickled.
     """
     report = ParityReport(table)
-    if executor is None and parallel:
-        with ThreadPoolExecutor(max_workers=2) as threads:
-            return compare(
-                table,
-                source,
-                target,
-                range_size=range_size,
-                show=show,
-                canonical_form=canonical_form,
-                executor=threads,
+    if executor is not None or parallel:
+        with ExitStack() as stack:
+            pool = executor or stack.enter_context(ThreadPoolExecutor(max_workers=2))
+            sides = (
+                pool.submit(_summary, source, canonical_form, range_size),
+                pool.submit(_summary, target, canonical_form, range_size),
             )
-    if executor is not None:
-        sides = (
-            executor.submit(_summary, source, canonical_form, range_size),
-            executor.submit(_summary, target, canonical_form, range_size),
-        )
-        (report.source_rows, left), (report.target_rows, right) = (s.result() for s in sides)
+            (report.source_rows, left), (report.target_rows, right) = (s.result() for s in sides)
     else:
         report.source_rows, left = _summary(source, canonical_form, range_size)
         report.target_rows, right = _summary(target, canonical_form, range_size)

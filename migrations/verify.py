@@ -141,7 +141,8 @@ def verify(
 
 def verifier() -> ProcessPoolExecutor:
     """Two processes that read the two sides of a verification at once, each on a core (in
-    threads, both sides' row decoding and conversions share one interpreter lock). Made
-    once and kept: a process starts in about a second (it imports what a side needs), which
-    a verification inside a cutover's fence must not wait for."""
+    threads, both sides' row decoding and conversions share one interpreter lock). They start
+    at the first verification given them, in about a second (each imports what a side needs):
+    the caller keeps them across the verifications that must not wait for that (a cutover's
+    gate, then the one inside its fence)."""
     return ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn"))

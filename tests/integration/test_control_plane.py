@@ -32,7 +32,6 @@ from sluiceway.pipeline import load_pipeline
 from sluiceway.settings import Settings, load_settings
 from stack.browser import chromium
 from stack.manager import Stack
-from streaming.sources.statefile import process_alive
 from tests.integration.capture_support import temporary_database
 from tests.integration.test_loaders import COLUMNS, _pg_rows, _setup, _workload
 
@@ -79,8 +78,7 @@ def _wait(predicate: Any, timeout: float, what: str, log: Path) -> None:
 
 
 def _running(plane: Plane, stream: str) -> bool:
-    state = plane.store.read(stream)
-    return state.fresh() and state.pid is not None and process_alive(state.pid)
+    return plane.store.read(stream).running()
 
 
 def _target_rows(plane: Plane) -> list[tuple[Any, ...]]:
